@@ -1,0 +1,719 @@
+//! The sampled-block region: where lowprof places every block it samples, so
+//! that a free can tell "sampled?" with one range compare and the set of live
+//! sampled blocks can be read at any moment.
+//!
+//! # Why a region of its own
+//!
+//! A wrapper allocator must recognise, on *every* free, the rare block it
+//! sampled. A hash lookup per free is too slow; over-aligning sampled blocks to
+//! 4096 through the inner allocator (jemalloc's promotion trick) costs 1–2 µs
+//! per sample through glibc (memalign plus fresh pages), +3.7–4.6 ns per
+//! malloc/free pair at 512 KiB — measured, see DESIGN.md. Owning the memory of
+//! sampled blocks instead makes the free test `ptr - base < len` and keeps the
+//! inner allocator's slow paths out of sampling entirely.
+//!
+//! # Layout
+//!
+//! ```text
+//!  base                                                            base + len
+//!  │ class 0: 64 B slots │ class 1: 128 B │ … │ class k: 2^(6+k) B │ …
+//!  │◄─ 1 << sub_shift ──►│
+//!
+//!  slot (aligned to its size):
+//!  ┌──────────── header, 32 B ─────────────┬─ pad to align ─┬─ user block ─┐
+//!  │ sample_id │ size │ weight │ free link │                │              │
+//!  └───────────────────────────────────────┴────────────────┴──────────────┘
+//!    sample_id == 0  ⇔  slot not live
+//! ```
+//!
+//! A block of `size` bytes and alignment `align` takes the smallest slot that
+//! holds `max(32, align) + size` bytes. Each class hands out slots from a
+//! lock-free Treiber free list whose head carries a 32-bit tag against ABA (the
+//! region is never unmapped, so reading a stale link is harmless: the tag makes
+//! the compare-exchange fail), else by bumping a per-class index.
+//!
+//! The header is published seqlock-style (`sample_id` last, with Release) so
+//! [`Region::for_each_live`] can scan slots concurrently with allocation and
+//! free and never report a torn block. This scan *is* the in-use heap: a
+//! snapshot of the blocks live now, which no dropped event can corrupt.
+//!
+//! Blocks too large for the biggest class go to the inner allocator and are
+//! remembered in a small [`HugeTable`], looked up only on frees of that size.
+
+use crate::counters::Counter;
+use crate::sync::{AtomicU64, AtomicUsize, Ordering, fence};
+
+/// Bytes of header before every sampled block.
+pub const HEADER_BYTES: usize = 32;
+/// log2 of the smallest slot (64 bytes: header plus up to 32 bytes).
+pub const MIN_SLOT_SHIFT: u32 = 6;
+/// Size classes a region can have (slots of 64 B up to 256 MiB).
+pub const MAX_CLASSES: usize = 23;
+/// Largest sub-region per class the free list can index (2^31 slots).
+const MAX_SUB_SHIFT: u32 = MIN_SLOT_SHIFT + 31;
+
+/// Why [`Region::init`] refused memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionError {
+    /// The region was already initialised (it is never replaced).
+    AlreadyInitialised,
+    /// Too small to hold even one class after alignment.
+    TooSmall,
+}
+
+/// A live sampled block as seen by a scan or returned by a free.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampledBlock {
+    /// Identifier given when the block was sampled (never 0).
+    pub sample_id: u64,
+    /// Requested size in bytes.
+    pub size: u64,
+    /// Unbiasing weight (`1 / p(size)`).
+    pub weight: f64,
+}
+
+/// A slot that was just freed: its block's identity, plus the slot's memory so
+/// the caller may release its pages before handing it back with
+/// [`Region::recycle`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FreedSlot {
+    /// The block that lived there.
+    pub block: SampledBlock,
+    /// Start of the slot.
+    pub slot_start: usize,
+    /// Size of the slot in bytes.
+    pub slot_len: usize,
+    class: usize,
+    index: usize,
+}
+
+/// A slot handed out by [`Region::alloc`], not yet published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewSlot {
+    /// Pointer to give the user (aligned as requested).
+    pub user: usize,
+    slot_start: usize,
+}
+
+#[repr(C)]
+struct Header {
+    sample_id: AtomicU64,
+    size: AtomicU64,
+    weight: AtomicU64,
+    link: AtomicU64,
+}
+
+const _: () = assert!(core::mem::size_of::<Header>() == HEADER_BYTES);
+
+struct Class {
+    /// `tag << 32 | (index + 1)`; low half 0 = empty.
+    free: AtomicU64,
+    /// Slots ever carved from this class (may overshoot the capacity).
+    bump: AtomicUsize,
+}
+
+/// The sampled-block region. One per process, initialised once with memory
+/// that stays mapped for the life of the process.
+pub struct Region {
+    /// 0 until initialised; written once, after `base` and `sub_shift`.
+    len: AtomicUsize,
+    base: AtomicUsize,
+    sub_shift: AtomicUsize,
+    classes: AtomicUsize,
+    class: [Class; MAX_CLASSES],
+    exhausted: Counter,
+}
+
+impl Region {
+    /// An uninitialised region: [`Region::contains`] is false for every pointer.
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        Self {
+            len: AtomicUsize::new(0),
+            base: AtomicUsize::new(0),
+            sub_shift: AtomicUsize::new(0),
+            classes: AtomicUsize::new(0),
+            class: [const { Class { free: AtomicU64::new(0), bump: AtomicUsize::new(0) } };
+                MAX_CLASSES],
+            exhausted: Counter::new(),
+        }
+    }
+
+    /// An uninitialised region.
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Self {
+            len: AtomicUsize::new(0),
+            base: AtomicUsize::new(0),
+            sub_shift: AtomicUsize::new(0),
+            classes: AtomicUsize::new(0),
+            class: core::array::from_fn(|_| Class {
+                free: AtomicU64::new(0),
+                bump: AtomicUsize::new(0),
+            }),
+            exhausted: Counter::new(),
+        }
+    }
+
+    /// Hands `len` bytes at `base` to the region. The memory must be readable
+    /// and writable, zero-filled, used by nothing else, and stay mapped for the
+    /// life of the process. Returns the number of size classes available.
+    ///
+    /// # Safety
+    ///
+    /// As above: the region will write into `[base, base + len)` forever.
+    pub unsafe fn init(&self, base: usize, len: usize) -> Result<usize, RegionError> {
+        if self.len.load(Ordering::Acquire) != 0 {
+            return Err(RegionError::AlreadyInitialised);
+        }
+        // Sub-region size: the largest power of two that gives every class one
+        // sub-region, capped so slot indices fit the free list's 31 bits.
+        let per_class = len / MAX_CLASSES;
+        if per_class < (1 << MIN_SLOT_SHIFT) {
+            return Err(RegionError::TooSmall);
+        }
+        let mut sub_shift = usize::BITS - 1 - per_class.leading_zeros();
+        sub_shift = sub_shift.min(MAX_SUB_SHIFT);
+        let classes = ((sub_shift - MIN_SLOT_SHIFT + 1) as usize).min(MAX_CLASSES);
+        // Slots are aligned to their size; align the base to the largest slot.
+        let align = 1usize << (MIN_SLOT_SHIFT as usize + classes - 1);
+        let aligned = base.checked_add(align - 1).ok_or(RegionError::TooSmall)? & !(align - 1);
+        let need = classes << sub_shift;
+        if aligned - base + need > len {
+            // Alignment ate into the space: use one class fewer.
+            let classes = classes - 1;
+            if classes == 0 {
+                return Err(RegionError::TooSmall);
+            }
+            let align = 1usize << (MIN_SLOT_SHIFT as usize + classes - 1);
+            let aligned = (base + align - 1) & !(align - 1);
+            if aligned - base + (classes << sub_shift) > len {
+                return Err(RegionError::TooSmall);
+            }
+            return self.publish_layout(aligned, classes, sub_shift);
+        }
+        self.publish_layout(aligned, classes, sub_shift)
+    }
+
+    fn publish_layout(
+        &self,
+        base: usize,
+        classes: usize,
+        sub_shift: u32,
+    ) -> Result<usize, RegionError> {
+        self.base.store(base, Ordering::Relaxed);
+        self.sub_shift.store(sub_shift as usize, Ordering::Relaxed);
+        self.classes.store(classes, Ordering::Relaxed);
+        // Release: a thread that sees `len != 0` sees the fields above.
+        match self.len.compare_exchange(0, classes << sub_shift, Ordering::Release, Ordering::Relaxed)
+        {
+            Ok(_) => Ok(classes),
+            Err(_) => Err(RegionError::AlreadyInitialised),
+        }
+    }
+
+    /// Whether the region has memory.
+    pub fn is_initialised(&self) -> bool {
+        self.len.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether `ptr` lies in the region — i.e. was a sampled block.
+    ///
+    /// The allocator's free fast path: two loads, a subtraction and a compare.
+    /// Async-signal-safe, allocation-free.
+    #[inline(always)]
+    pub fn contains(&self, ptr: usize) -> bool {
+        // Acquire pairs with `publish_layout`: a non-zero length implies the
+        // real base (never the initial 0, which would make low pointers match).
+        let len = self.len.load(Ordering::Acquire);
+        ptr.wrapping_sub(self.base.load(Ordering::Relaxed)) < len
+    }
+
+    /// Largest block (with its alignment) a slot can hold, or 0 before init.
+    pub fn max_block(&self, align: usize) -> usize {
+        if !self.is_initialised() {
+            return 0;
+        }
+        let classes = self.classes.load(Ordering::Relaxed);
+        let slot = 1usize << (MIN_SLOT_SHIFT as usize + classes - 1);
+        slot.saturating_sub(align.max(HEADER_BYTES))
+    }
+
+    /// Takes a slot for a block of `size` bytes aligned to `align`. `None` if
+    /// the block is too large for any class (use the [`HugeTable`]) or its
+    /// class is exhausted (counted in [`Region::exhausted`]).
+    ///
+    /// Lock-free, allocation-free, async-signal-safe.
+    pub fn alloc(&self, size: usize, align: usize) -> Option<NewSlot> {
+        if !self.is_initialised() || !align.is_power_of_two() {
+            return None;
+        }
+        let pad = align.max(HEADER_BYTES);
+        let need = pad.checked_add(size)?;
+        let shift = (usize::BITS - (need - 1).leading_zeros()).max(MIN_SLOT_SHIFT);
+        let class = (shift - MIN_SLOT_SHIFT) as usize;
+        if class >= self.classes.load(Ordering::Relaxed) {
+            return None;
+        }
+        let index = match self.pop(class) {
+            Some(i) => i,
+            None => {
+                let capacity = self.capacity(class);
+                let i = self.class[class].bump.fetch_add(1, Ordering::Relaxed);
+                if i >= capacity {
+                    self.exhausted.add(1);
+                    return None;
+                }
+                i
+            }
+        };
+        let slot_start = self.slot_start(class, index);
+        Some(NewSlot { user: slot_start + pad, slot_start })
+    }
+
+    /// Makes a slot from [`Region::alloc`] live, as block `sample_id` (non-zero).
+    pub fn publish(&self, slot: NewSlot, sample_id: u64, size: u64, weight: f64) {
+        let header = self.header(slot.slot_start);
+        // Seqlock writer: `sample_id` is 0 here; the Release fence orders that
+        // before the data so a scan that reads new data re-reads a changed id.
+        fence(Ordering::Release);
+        header.size.store(size, Ordering::Relaxed);
+        header.weight.store(weight.to_bits(), Ordering::Relaxed);
+        header.sample_id.store(sample_id, Ordering::Release);
+    }
+
+    /// Gives back a slot from [`Region::alloc`] that was never published.
+    pub fn abandon(&self, slot: NewSlot) {
+        let (class, index) = self.locate(slot.slot_start);
+        self.push(class, index);
+    }
+
+    /// Ends the life of the sampled block at `ptr` (which [`Region::contains`]),
+    /// returning what it was. Hand the slot back with [`Region::recycle`].
+    ///
+    /// Allocation-free, async-signal-safe.
+    pub fn free(&self, ptr: usize) -> FreedSlot {
+        let base = self.base.load(Ordering::Relaxed);
+        let sub_shift = self.sub_shift.load(Ordering::Relaxed);
+        let offset = ptr.wrapping_sub(base);
+        let class = offset >> sub_shift;
+        let shift = MIN_SLOT_SHIFT as usize + class;
+        let slot_start = ptr & !((1usize << shift) - 1);
+        let header = self.header(slot_start);
+        let sample_id = header.sample_id.swap(0, Ordering::AcqRel);
+        let block = SampledBlock {
+            sample_id,
+            size: header.size.load(Ordering::Relaxed),
+            weight: f64::from_bits(header.weight.load(Ordering::Relaxed)),
+        };
+        let index = (offset & ((1usize << sub_shift) - 1)) >> shift;
+        FreedSlot { block, slot_start, slot_len: 1 << shift, class, index }
+    }
+
+    /// Returns a slot freed by [`Region::free`] to its free list.
+    pub fn recycle(&self, freed: FreedSlot) {
+        self.push(freed.class, freed.index);
+    }
+
+    /// Calls `f` for every block live at the moment its slot is read.
+    ///
+    /// Lock-free; runs concurrently with allocations and frees and never
+    /// reports a torn block. Cost: one header read per slot ever carved.
+    pub fn for_each_live(&self, mut f: impl FnMut(SampledBlock)) {
+        if !self.is_initialised() {
+            return;
+        }
+        let classes = self.classes.load(Ordering::Relaxed);
+        for class in 0..classes {
+            let carved = self.class[class].bump.load(Ordering::Acquire).min(self.capacity(class));
+            for index in 0..carved {
+                let header = self.header(self.slot_start(class, index));
+                let id = header.sample_id.load(Ordering::Acquire);
+                if id == 0 {
+                    continue;
+                }
+                let size = header.size.load(Ordering::Relaxed);
+                let weight = f64::from_bits(header.weight.load(Ordering::Relaxed));
+                fence(Ordering::Acquire);
+                if header.sample_id.load(Ordering::Relaxed) == id {
+                    f(SampledBlock { sample_id: id, size, weight });
+                }
+            }
+        }
+    }
+
+    /// Samples lost because their size class had no free slot.
+    pub fn exhausted(&self) -> u64 {
+        self.exhausted.get()
+    }
+
+    /// Bytes of slots carved so far (an upper bound on the region's resident
+    /// memory, before released pages).
+    pub fn carved_bytes(&self) -> u64 {
+        if !self.is_initialised() {
+            return 0;
+        }
+        let classes = self.classes.load(Ordering::Relaxed);
+        (0..classes)
+            .map(|c| {
+                let n = self.class[c].bump.load(Ordering::Relaxed).min(self.capacity(c));
+                (n as u64) << (MIN_SLOT_SHIFT as usize + c)
+            })
+            .sum()
+    }
+
+    fn capacity(&self, class: usize) -> usize {
+        1usize << (self.sub_shift.load(Ordering::Relaxed) - MIN_SLOT_SHIFT as usize - class)
+    }
+
+    fn slot_start(&self, class: usize, index: usize) -> usize {
+        let sub_shift = self.sub_shift.load(Ordering::Relaxed);
+        self.base.load(Ordering::Relaxed)
+            + (class << sub_shift)
+            + (index << (MIN_SLOT_SHIFT as usize + class))
+    }
+
+    fn locate(&self, slot_start: usize) -> (usize, usize) {
+        let sub_shift = self.sub_shift.load(Ordering::Relaxed);
+        let offset = slot_start - self.base.load(Ordering::Relaxed);
+        let class = offset >> sub_shift;
+        (class, (offset & ((1usize << sub_shift) - 1)) >> (MIN_SLOT_SHIFT as usize + class))
+    }
+
+    fn header(&self, slot_start: usize) -> &Header {
+        // SAFETY: `slot_start` is a slot of this initialised region: inside the
+        // memory `init` was given (mapped for the life of the process), aligned
+        // to at least 64 bytes, and its first 32 bytes belong to lowprof — the
+        // user's block starts after them. Atomics make concurrent access sound.
+        unsafe { &*(slot_start as *const Header) }
+    }
+
+    fn pop(&self, class: usize) -> Option<usize> {
+        let list = &self.class[class].free;
+        let mut head = list.load(Ordering::Acquire);
+        loop {
+            let top = (head & 0xffff_ffff) as usize;
+            if top == 0 {
+                return None;
+            }
+            let index = top - 1;
+            // May be stale if another thread pops concurrently; then the tag in
+            // `head` has changed and the exchange below fails.
+            let next = self.header(self.slot_start(class, index)).link.load(Ordering::Relaxed);
+            let tag = (head >> 32).wrapping_add(1);
+            match list.compare_exchange_weak(
+                head,
+                (tag << 32) | (next & 0xffff_ffff),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(index),
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    fn push(&self, class: usize, index: usize) {
+        let list = &self.class[class].free;
+        let header = self.header(self.slot_start(class, index));
+        let mut head = list.load(Ordering::Relaxed);
+        loop {
+            header.link.store(head & 0xffff_ffff, Ordering::Relaxed);
+            let tag = (head >> 32).wrapping_add(1);
+            match list.compare_exchange_weak(
+                head,
+                (tag << 32) | (index as u64 + 1),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
+}
+
+#[cfg(not(loom))]
+impl Default for Region {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+struct HugeEntry {
+    /// 0 = empty, 1 = being filled, else the block's address.
+    addr: AtomicUsize,
+    sample_id: AtomicU64,
+    size: AtomicU64,
+    weight: AtomicU64,
+}
+
+const HUGE_BUSY: usize = 1;
+
+/// Sampled blocks too large for the region (served by the inner allocator),
+/// in a fixed array scanned on frees of that size only.
+pub struct HugeTable<const N: usize> {
+    entries: [HugeEntry; N],
+    live: AtomicUsize,
+    full: Counter,
+}
+
+impl<const N: usize> HugeTable<N> {
+    /// An empty table.
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        Self {
+            entries: [const {
+                HugeEntry {
+                    addr: AtomicUsize::new(0),
+                    sample_id: AtomicU64::new(0),
+                    size: AtomicU64::new(0),
+                    weight: AtomicU64::new(0),
+                }
+            }; N],
+            live: AtomicUsize::new(0),
+            full: Counter::new(),
+        }
+    }
+
+    /// Remembers the sampled block at `addr`. `false` (counted) if full.
+    /// Lock-free, allocation-free.
+    pub fn insert(&self, addr: usize, block: SampledBlock) -> bool {
+        if addr <= HUGE_BUSY {
+            return false;
+        }
+        for e in &self.entries {
+            if e.addr.load(Ordering::Relaxed) == 0
+                && e.addr
+                    .compare_exchange(0, HUGE_BUSY, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                e.sample_id.store(block.sample_id, Ordering::Relaxed);
+                e.size.store(block.size, Ordering::Relaxed);
+                e.weight.store(block.weight.to_bits(), Ordering::Relaxed);
+                e.addr.store(addr, Ordering::Release);
+                self.live.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+        }
+        self.full.add(1);
+        false
+    }
+
+    /// Forgets the block at `addr` if it is here, returning it.
+    /// Lock-free, allocation-free; skips the scan when the table is empty.
+    pub fn remove(&self, addr: usize) -> Option<SampledBlock> {
+        if self.live.load(Ordering::Relaxed) == 0 || addr <= HUGE_BUSY {
+            return None;
+        }
+        for e in &self.entries {
+            if e.addr.load(Ordering::Acquire) == addr {
+                let block = SampledBlock {
+                    sample_id: e.sample_id.load(Ordering::Relaxed),
+                    size: e.size.load(Ordering::Relaxed),
+                    weight: f64::from_bits(e.weight.load(Ordering::Relaxed)),
+                };
+                e.addr.store(0, Ordering::Release);
+                self.live.fetch_sub(1, Ordering::Relaxed);
+                return Some(block);
+            }
+        }
+        None
+    }
+
+    /// Calls `f` for every block in the table.
+    pub fn for_each_live(&self, mut f: impl FnMut(SampledBlock)) {
+        for e in &self.entries {
+            let addr = e.addr.load(Ordering::Acquire);
+            if addr <= HUGE_BUSY {
+                continue;
+            }
+            let block = SampledBlock {
+                sample_id: e.sample_id.load(Ordering::Relaxed),
+                size: e.size.load(Ordering::Relaxed),
+                weight: f64::from_bits(e.weight.load(Ordering::Relaxed)),
+            };
+            fence(Ordering::Acquire);
+            if e.addr.load(Ordering::Relaxed) == addr {
+                f(block);
+            }
+        }
+    }
+
+    /// Samples lost because the table was full.
+    pub fn full(&self) -> u64 {
+        self.full.get()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// A zeroed, 4 KiB-aligned buffer standing in for the mmap'd region.
+    fn memory(len: usize) -> (Vec<u8>, usize, usize) {
+        let buf = vec![0u8; len + 4096];
+        let base = (buf.as_ptr() as usize + 4095) & !4095;
+        (buf, base, len)
+    }
+
+    #[test]
+    fn alloc_publish_scan_free_recycle() {
+        let (_buf, base, len) = memory(1 << 20);
+        let r = Region::new();
+        assert!(!r.contains(base));
+        // SAFETY: `_buf` outlives `r` in this test and nothing else uses it.
+        let classes = unsafe { r.init(base, len) }.unwrap();
+        assert!(classes >= 5, "{classes}");
+        let a = r.alloc(100, 8).unwrap();
+        assert!(r.contains(a.user));
+        assert_eq!(a.user % 8, 0);
+        r.publish(a, 1, 100, 3.5);
+        let b = r.alloc(10, 64).unwrap();
+        assert_eq!(b.user % 64, 0);
+        r.publish(b, 2, 10, 7.0);
+        let mut live = Vec::new();
+        r.for_each_live(|blk| live.push(blk));
+        live.sort_by_key(|b| b.sample_id);
+        assert_eq!(
+            live,
+            vec![
+                SampledBlock { sample_id: 1, size: 100, weight: 3.5 },
+                SampledBlock { sample_id: 2, size: 10, weight: 7.0 }
+            ]
+        );
+        // Any interior pointer finds the slot; the user pointer is what frees.
+        let freed = r.free(a.user);
+        assert_eq!(freed.block.sample_id, 1);
+        assert_eq!(freed.slot_len, 256);
+        r.recycle(freed);
+        let mut n = 0;
+        r.for_each_live(|_| n += 1);
+        assert_eq!(n, 1);
+        // The freed slot is reused first.
+        let c = r.alloc(120, 16).unwrap();
+        assert_eq!(c.user, a.user);
+        r.abandon(c);
+        assert!(!r.contains(base.wrapping_sub(1)));
+        assert!(!r.contains(base + len + 4096));
+    }
+
+    #[test]
+    fn too_large_or_exhausted() {
+        let (_buf, base, len) = memory(64 * 1024);
+        let r = Region::new();
+        // SAFETY: as above.
+        unsafe { r.init(base, len) }.unwrap();
+        let max = r.max_block(8);
+        assert!(r.alloc(max, 8).is_some());
+        assert!(r.alloc(max + 1, 8).is_none());
+        let mut taken = 0;
+        while r.alloc(1, 8).is_some() {
+            taken += 1;
+        }
+        assert!(taken > 0);
+        assert_eq!(r.exhausted(), 1);
+        // SAFETY: never actually used: init must refuse.
+        assert_eq!(unsafe { r.init(base, len) }, Err(RegionError::AlreadyInitialised));
+    }
+
+    #[test]
+    fn concurrent_alloc_free_keeps_slots_unique() {
+        use std::sync::Arc;
+        let (buf, base, len) = memory(4 << 20);
+        let r = Arc::new(Region::new());
+        // SAFETY: `buf` is kept alive until all threads joined.
+        unsafe { r.init(base, len) }.unwrap();
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let r = Arc::clone(&r);
+                std::thread::spawn(move || {
+                    let mut mine = Vec::new();
+                    for i in 0..20_000u64 {
+                        let id = (t << 32) | (i + 1);
+                        if let Some(s) = r.alloc(40 + (i as usize % 3) * 100, 16) {
+                            // Scribble the user block: a shared slot would show.
+                            // SAFETY: the block is ours until freed below.
+                            unsafe { *(s.user as *mut u64) = id };
+                            r.publish(s, id, 40, 1.0);
+                            mine.push((s.user, id));
+                        }
+                        if mine.len() > 32 {
+                            let (p, id) = mine.swap_remove((i as usize * 7) % mine.len());
+                            // SAFETY: still ours.
+                            assert_eq!(unsafe { *(p as *const u64) }, id);
+                            let f = r.free(p);
+                            assert_eq!(f.block.sample_id, id);
+                            r.recycle(f);
+                        }
+                    }
+                    mine.len()
+                })
+            })
+            .collect();
+        let live: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        let mut n = 0;
+        r.for_each_live(|_| n += 1);
+        assert_eq!(n, live);
+        drop(buf);
+    }
+
+    #[test]
+    fn huge_table() {
+        let t: HugeTable<2> = HugeTable::new();
+        assert_eq!(t.remove(0x1000), None);
+        let blk = SampledBlock { sample_id: 9, size: 1 << 30, weight: 1.0 };
+        assert!(t.insert(0x1000, blk));
+        assert!(t.insert(0x2000, blk));
+        assert!(!t.insert(0x3000, blk));
+        assert_eq!(t.full(), 1);
+        let mut n = 0;
+        t.for_each_live(|_| n += 1);
+        assert_eq!(n, 2);
+        assert_eq!(t.remove(0x1000), Some(blk));
+        assert_eq!(t.remove(0x1000), None);
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    /// Two threads each take a slot, publish, free and recycle while a third
+    /// scans: no slot is handed out twice, and the scan never reports a block
+    /// with another block's size.
+    #[test]
+    fn loom_free_list_and_scan() {
+        loom::model(|| {
+            // Plain heap memory standing in for the region (loom cannot model
+            // mmap); three 64-byte slots in class 0 are enough.
+            let mem = std::vec![0u64; 4096];
+            let base = (mem.as_ptr() as usize + 2047) & !2047;
+            let r = Arc::new(Region::new());
+            // SAFETY: `mem` lives until the end of the closure.
+            unsafe { r.init(base, 23 * 64 * 4) }.unwrap();
+            let ts: [_; 2] = core::array::from_fn(|t| {
+                let r = r.clone();
+                loom::thread::spawn(move || {
+                    let id = t as u64 + 1;
+                    let s = r.alloc(8, 8).unwrap();
+                    r.publish(s, id, id * 10, 1.0);
+                    let f = r.free(s.user);
+                    assert_eq!(f.block.sample_id, id);
+                    assert_eq!(f.block.size, id * 10);
+                    r.recycle(f);
+                    s.user
+                })
+            });
+            r.for_each_live(|b| assert_eq!(b.size, b.sample_id * 10));
+            for t in ts {
+                t.join().unwrap();
+            }
+            drop(mem);
+        });
+    }
+}
