@@ -181,7 +181,10 @@ impl<const N: usize> StackRegions<N> {
             Some(tp) => hi.min(tp),
             None => hi,
         };
-        Bounds { lo: sp, hi: hi.max(sp) }
+        Bounds {
+            lo: sp,
+            hi: hi.max(sp),
+        }
     }
 
     /// Walks that found their stack pointer in no region (a sign the table
@@ -206,12 +209,22 @@ impl<const N: usize> StackRegions<N> {
     }
 }
 
+#[cfg(not(loom))]
+impl<const N: usize> Default for StackRegions<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The thread pointer if it lies above `sp` by at most 1 GiB (the layout of
 /// glibc and musl threads, whose TCB sits at the top of their own stack
 /// mapping); `None` for the main thread and elsewhere.
 #[inline(always)]
 fn thread_pointer_above(sp: u64) -> Option<u64> {
-    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
     {
         let tp = crate::unwind::thread_pointer();
         if tp > sp && tp - sp <= (1 << 30) {
@@ -230,12 +243,37 @@ mod tests {
     fn publish_and_find() {
         let t: StackRegions<8> = StackRegions::new();
         assert_eq!(t.find(100), None);
-        t.publish(&[(0x1000, 0x2000), (0x3000, 0x5000), (0x9000, 0xa000)]).unwrap();
-        assert_eq!(t.find(0x1000), Some(Bounds { lo: 0x1000, hi: 0x2000 }));
-        assert_eq!(t.find(0x1fff), Some(Bounds { lo: 0x1000, hi: 0x2000 }));
+        t.publish(&[(0x1000, 0x2000), (0x3000, 0x5000), (0x9000, 0xa000)])
+            .unwrap();
+        assert_eq!(
+            t.find(0x1000),
+            Some(Bounds {
+                lo: 0x1000,
+                hi: 0x2000
+            })
+        );
+        assert_eq!(
+            t.find(0x1fff),
+            Some(Bounds {
+                lo: 0x1000,
+                hi: 0x2000
+            })
+        );
         assert_eq!(t.find(0x2000), None);
-        assert_eq!(t.find(0x4abc), Some(Bounds { lo: 0x3000, hi: 0x5000 }));
-        assert_eq!(t.find(0x9fff), Some(Bounds { lo: 0x9000, hi: 0xa000 }));
+        assert_eq!(
+            t.find(0x4abc),
+            Some(Bounds {
+                lo: 0x3000,
+                hi: 0x5000
+            })
+        );
+        assert_eq!(
+            t.find(0x9fff),
+            Some(Bounds {
+                lo: 0x9000,
+                hi: 0xa000
+            })
+        );
         assert_eq!(t.find(0xa000), None);
         assert_eq!(t.find(0xfff), None);
         assert_eq!(t.publish(&[(5, 4)]), Err(PublishError::Unsorted));

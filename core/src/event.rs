@@ -23,6 +23,10 @@ pub const TAG_CPU: u32 = 3;
 pub const FLAG_LEAF_IS_PC: u64 = 1;
 /// The walk stopped because the stack had more frames than fit.
 pub const FLAG_TRUNCATED: u64 = 2;
+/// A sampled allocation whose block could not be tracked for the in-use
+/// view (no room in the sampled-block region): it counts towards the
+/// allocation totals only.
+pub const FLAG_UNTRACKED: u64 = 4;
 
 /// Trace context words: 16-byte trace id as two words, 8-byte span id.
 pub type ContextWords = [u64; 3];
@@ -99,7 +103,14 @@ pub struct CpuSample<'a> {
 impl<'a> CpuSample<'a> {
     /// The words before the frames.
     pub fn header_words(&self) -> [u64; CPU_HEADER] {
-        [self.thread, self.weight, self.flags, self.context[0], self.context[1], self.context[2]]
+        [
+            self.thread,
+            self.weight,
+            self.flags,
+            self.context[0],
+            self.context[1],
+            self.context[2],
+        ]
     }
 
     /// Decodes a [`TAG_CPU`] payload.
@@ -140,7 +151,13 @@ mod tests {
     #[test]
     fn cpu_round_trip() {
         let frames = [9u64];
-        let e = CpuSample { thread: 3, weight: 2, flags: FLAG_LEAF_IS_PC, context: [0; 3], frames: &frames };
+        let e = CpuSample {
+            thread: 3,
+            weight: 2,
+            flags: FLAG_LEAF_IS_PC,
+            context: [0; 3],
+            frames: &frames,
+        };
         let mut words = e.header_words().to_vec_in_test();
         words.extend_from_slice(&frames);
         assert_eq!(CpuSample::decode(&words), Some(e));

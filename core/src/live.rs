@@ -133,8 +133,12 @@ impl Region {
             base: AtomicUsize::new(0),
             sub_shift: AtomicUsize::new(0),
             classes: AtomicUsize::new(0),
-            class: [const { Class { free: AtomicU64::new(0), bump: AtomicUsize::new(0) } };
-                MAX_CLASSES],
+            class: [const {
+                Class {
+                    free: AtomicU64::new(0),
+                    bump: AtomicUsize::new(0),
+                }
+            }; MAX_CLASSES],
             exhausted: Counter::new(),
         }
     }
@@ -156,8 +160,9 @@ impl Region {
     }
 
     /// Hands `len` bytes at `base` to the region. The memory must be readable
-    /// and writable, zero-filled, used by nothing else, and stay mapped for the
-    /// life of the process. Returns the number of size classes available.
+    /// and writable, used by nothing else, and stay mapped for the life of the
+    /// process (it need not be zero-filled). Returns the number of size classes
+    /// available.
     ///
     /// # Safety
     ///
@@ -205,8 +210,12 @@ impl Region {
         self.sub_shift.store(sub_shift as usize, Ordering::Relaxed);
         self.classes.store(classes, Ordering::Relaxed);
         // Release: a thread that sees `len != 0` sees the fields above.
-        match self.len.compare_exchange(0, classes << sub_shift, Ordering::Release, Ordering::Relaxed)
-        {
+        match self.len.compare_exchange(
+            0,
+            classes << sub_shift,
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
             Ok(_) => Ok(classes),
             Err(_) => Err(RegionError::AlreadyInitialised),
         }
@@ -264,11 +273,19 @@ impl Region {
                     self.exhausted.add(1);
                     return None;
                 }
+                // A fresh slot: make sure a scan sees it as free even if the
+                // region's memory was not zero-filled.
+                self.header(self.slot_start(class, i))
+                    .sample_id
+                    .store(0, Ordering::Relaxed);
                 i
             }
         };
         let slot_start = self.slot_start(class, index);
-        Some(NewSlot { user: slot_start + pad, slot_start })
+        Some(NewSlot {
+            user: slot_start + pad,
+            slot_start,
+        })
     }
 
     /// Makes a slot from [`Region::alloc`] live, as block `sample_id` (non-zero).
@@ -307,7 +324,13 @@ impl Region {
             weight: f64::from_bits(header.weight.load(Ordering::Relaxed)),
         };
         let index = (offset & ((1usize << sub_shift) - 1)) >> shift;
-        FreedSlot { block, slot_start, slot_len: 1 << shift, class, index }
+        FreedSlot {
+            block,
+            slot_start,
+            slot_len: 1 << shift,
+            class,
+            index,
+        }
     }
 
     /// Returns a slot freed by [`Region::free`] to its free list.
@@ -325,7 +348,10 @@ impl Region {
         }
         let classes = self.classes.load(Ordering::Relaxed);
         for class in 0..classes {
-            let carved = self.class[class].bump.load(Ordering::Acquire).min(self.capacity(class));
+            let carved = self.class[class]
+                .bump
+                .load(Ordering::Acquire)
+                .min(self.capacity(class));
             for index in 0..carved {
                 let header = self.header(self.slot_start(class, index));
                 let id = header.sample_id.load(Ordering::Acquire);
@@ -336,7 +362,11 @@ impl Region {
                 let weight = f64::from_bits(header.weight.load(Ordering::Relaxed));
                 fence(Ordering::Acquire);
                 if header.sample_id.load(Ordering::Relaxed) == id {
-                    f(SampledBlock { sample_id: id, size, weight });
+                    f(SampledBlock {
+                        sample_id: id,
+                        size,
+                        weight,
+                    });
                 }
             }
         }
@@ -356,7 +386,10 @@ impl Region {
         let classes = self.classes.load(Ordering::Relaxed);
         (0..classes)
             .map(|c| {
-                let n = self.class[c].bump.load(Ordering::Relaxed).min(self.capacity(c));
+                let n = self.class[c]
+                    .bump
+                    .load(Ordering::Relaxed)
+                    .min(self.capacity(c));
                 (n as u64) << (MIN_SLOT_SHIFT as usize + c)
             })
             .sum()
@@ -377,7 +410,10 @@ impl Region {
         let sub_shift = self.sub_shift.load(Ordering::Relaxed);
         let offset = slot_start - self.base.load(Ordering::Relaxed);
         let class = offset >> sub_shift;
-        (class, (offset & ((1usize << sub_shift) - 1)) >> (MIN_SLOT_SHIFT as usize + class))
+        (
+            class,
+            (offset & ((1usize << sub_shift) - 1)) >> (MIN_SLOT_SHIFT as usize + class),
+        )
     }
 
     fn header(&self, slot_start: usize) -> &Header {
@@ -399,7 +435,10 @@ impl Region {
             let index = top - 1;
             // May be stale if another thread pops concurrently; then the tag in
             // `head` has changed and the exchange below fails.
-            let next = self.header(self.slot_start(class, index)).link.load(Ordering::Relaxed);
+            let next = self
+                .header(self.slot_start(class, index))
+                .link
+                .load(Ordering::Relaxed);
             let tag = (head >> 32).wrapping_add(1);
             match list.compare_exchange_weak(
                 head,
@@ -521,6 +560,16 @@ impl<const N: usize> HugeTable<N> {
         None
     }
 
+    /// Whether `addr` is a block in the table.
+    pub fn contains(&self, addr: usize) -> bool {
+        if self.live.load(Ordering::Relaxed) == 0 || addr <= HUGE_BUSY {
+            return false;
+        }
+        self.entries
+            .iter()
+            .any(|e| e.addr.load(Ordering::Acquire) == addr)
+    }
+
     /// Calls `f` for every block in the table.
     pub fn for_each_live(&self, mut f: impl FnMut(SampledBlock)) {
         for e in &self.entries {
@@ -543,6 +592,13 @@ impl<const N: usize> HugeTable<N> {
     /// Samples lost because the table was full.
     pub fn full(&self) -> u64 {
         self.full.get()
+    }
+}
+
+#[cfg(not(loom))]
+impl<const N: usize> Default for HugeTable<N> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -581,8 +637,16 @@ mod tests {
         assert_eq!(
             live,
             vec![
-                SampledBlock { sample_id: 1, size: 100, weight: 3.5 },
-                SampledBlock { sample_id: 2, size: 10, weight: 7.0 }
+                SampledBlock {
+                    sample_id: 1,
+                    size: 100,
+                    weight: 3.5
+                },
+                SampledBlock {
+                    sample_id: 2,
+                    size: 10,
+                    weight: 7.0
+                }
             ]
         );
         // Any interior pointer finds the slot; the user pointer is what frees.
@@ -617,7 +681,10 @@ mod tests {
         assert!(taken > 0);
         assert_eq!(r.exhausted(), 1);
         // SAFETY: never actually used: init must refuse.
-        assert_eq!(unsafe { r.init(base, len) }, Err(RegionError::AlreadyInitialised));
+        assert_eq!(
+            unsafe { r.init(base, len) },
+            Err(RegionError::AlreadyInitialised)
+        );
     }
 
     #[test]
@@ -665,7 +732,11 @@ mod tests {
     fn huge_table() {
         let t: HugeTable<2> = HugeTable::new();
         assert_eq!(t.remove(0x1000), None);
-        let blk = SampledBlock { sample_id: 9, size: 1 << 30, weight: 1.0 };
+        let blk = SampledBlock {
+            sample_id: 9,
+            size: 1 << 30,
+            weight: 1.0,
+        };
         assert!(t.insert(0x1000, blk));
         assert!(t.insert(0x2000, blk));
         assert!(!t.insert(0x3000, blk));

@@ -183,10 +183,10 @@ impl<const N: usize> ThreadSlots<N> {
             return false;
         }
         let t = slot.totals();
-        for (acc, v) in self
-            .retired
-            .iter()
-            .zip([t.alloc_count, t.alloc_bytes, t.free_count, t.free_bytes])
+        for (acc, v) in
+            self.retired
+                .iter()
+                .zip([t.alloc_count, t.alloc_bytes, t.free_count, t.free_bytes])
         {
             acc.fetch_add(v, Ordering::Relaxed);
         }
@@ -253,7 +253,12 @@ mod tests {
         let before = table.totals();
         assert_eq!(
             before,
-            Totals { alloc_count: 4, alloc_bytes: 300, free_count: 1, free_bytes: 64 }
+            Totals {
+                alloc_count: 4,
+                alloc_bytes: 300,
+                free_count: 1,
+                free_bytes: 64
+            }
         );
         assert!(!table.retire(0, 99), "wrong owner must not retire");
         assert!(table.retire(0, 10));

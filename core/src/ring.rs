@@ -186,6 +186,13 @@ impl<const WORDS: usize> Ring<WORDS> {
     }
 }
 
+#[cfg(not(loom))]
+impl<const WORDS: usize> Default for Ring<WORDS> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// `N` striped [`Ring`]s of `WORDS` words each, shared by any number of
 /// producers and drained by one consumer at a time.
 ///
@@ -312,6 +319,13 @@ impl<const N: usize, const WORDS: usize> RingSet<N, WORDS> {
     /// Words queued across all rings (a racy snapshot).
     pub fn queued_words(&self) -> usize {
         self.rings.iter().map(Ring::len_words).sum()
+    }
+}
+
+#[cfg(not(loom))]
+impl<const N: usize, const WORDS: usize> Default for RingSet<N, WORDS> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -38,7 +38,10 @@ use x86_64 as arch;
 
 use crate::stack::Stack;
 
-#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 pub(crate) use arch::thread_pointer;
 
 /// The readable memory a walk may touch: `[lo, hi)`.
@@ -150,29 +153,42 @@ pub fn strip_return_address(addr: u64) -> u64 {
 mod tests {
     use super::*;
 
-    /// A fake stack: three records chained upward, then a null return address.
+    /// A fake stack: four records chained upward, the last pointing back.
     #[test]
     fn walks_a_synthetic_chain_and_stops_at_bounds() {
         let mut mem = [0u64; 16];
-        let base = mem.as_ptr() as u64;
+        let p = mem.as_mut_ptr();
+        let base = p as u64;
         let at = |i: usize| base + 8 * i as u64;
-        // record at word 0 -> word 4 -> word 8 -> word 12 (ret 0 ends)
-        mem[0] = at(4);
-        mem[1] = 0x1000;
-        mem[4] = at(8);
-        mem[5] = 0x2000;
-        mem[8] = at(12);
-        mem[9] = 0x3000;
-        mem[12] = at(2); // points backwards: must stop after recording 0x4000
-        mem[13] = 0x4000;
-        let bounds = Bounds { lo: base, hi: base + 8 * 16 };
+        let words = [
+            (0, at(4)),
+            (1, 0x1000),
+            (4, at(8)),
+            (5, 0x2000),
+            (8, at(12)),
+            (9, 0x3000),
+            // Points backwards: the walk must stop after recording 0x4000.
+            (12, at(2)),
+            (13, 0x4000),
+        ];
+        for (i, v) in words {
+            // SAFETY: i < 16; all accesses go through `p`.
+            unsafe { p.add(i).write(v) };
+        }
+        let bounds = Bounds {
+            lo: base,
+            hi: base + 8 * 16,
+        };
         let mut out: Stack<8> = Stack::new();
         // SAFETY: `bounds` covers `mem`, which lives for the call.
         unsafe { walk(at(0), bounds, &mut out) };
         assert_eq!(out.as_slice(), &[0x1000, 0x2000, 0x3000, 0x4000]);
 
         // Bounds that end before the third record stop the walk there.
-        let short = Bounds { lo: base, hi: at(9) };
+        let short = Bounds {
+            lo: base,
+            hi: at(9),
+        };
         let mut out: Stack<8> = Stack::new();
         // SAFETY: as above, a sub-range of `mem`.
         unsafe { walk(at(0), short, &mut out) };
@@ -192,14 +208,27 @@ mod tests {
     #[test]
     fn full_stack_stops_the_walk() {
         let mut mem = [0u64; 64];
-        let base = mem.as_ptr() as u64;
+        let p = mem.as_mut_ptr();
+        let base = p as u64;
         for i in 0..31 {
-            mem[2 * i] = base + 16 * (i as u64 + 1);
-            mem[2 * i + 1] = 0x100 + i as u64;
+            // SAFETY: 2 * i + 1 < 64; all accesses go through `p`.
+            unsafe {
+                p.add(2 * i).write(base + 16 * (i as u64 + 1));
+                p.add(2 * i + 1).write(0x100 + i as u64);
+            }
         }
         let mut out: Stack<4> = Stack::new();
         // SAFETY: bounds cover `mem`.
-        unsafe { walk(base, Bounds { lo: base, hi: base + 512 }, &mut out) };
+        unsafe {
+            walk(
+                base,
+                Bounds {
+                    lo: base,
+                    hi: base + 512,
+                },
+                &mut out,
+            )
+        };
         assert_eq!(out.as_slice(), &[0x100, 0x101, 0x102, 0x103]);
     }
 
@@ -208,7 +237,10 @@ mod tests {
     fn walk_here(out: &mut Stack<32>) {
         let sp = current_stack_pointer();
         // The test thread's stack is at least 64 KiB above us.
-        let bounds = Bounds { lo: sp, hi: sp + 16 * 1024 };
+        let bounds = Bounds {
+            lo: sp,
+            hi: sp + 16 * 1024,
+        };
         // SAFETY: our own live stack; 16 KiB above the current stack pointer
         // is inside the test thread's 2 MiB stack.
         unsafe { walk(current_frame_pointer(), bounds, out) };
@@ -222,9 +254,11 @@ mod tests {
         // With force-frame-pointers the chain reaches at least our caller and
         // the test harness frames above it.
         assert!(out.len() >= 2, "{out:?}");
-        let here = walks_the_real_stack as usize as u64;
+        let here = walks_the_real_stack as fn() as usize as u64;
         assert!(
-            out.as_slice().iter().any(|&ret| ret > here && ret < here + 4096),
+            out.as_slice()
+                .iter()
+                .any(|&ret| ret > here && ret < here + 4096),
             "a return address inside this test function: {out:?} (fn at {here:#x})"
         );
     }

@@ -29,6 +29,8 @@ pub(crate) fn thread_pointer() -> u64 {
     let tp: u64;
     // SAFETY: on Linux with glibc or musl, FS always points at the current
     // thread's TCB, whose first word is a pointer to itself.
-    unsafe { asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags)) };
+    unsafe {
+        asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags))
+    };
     tp
 }

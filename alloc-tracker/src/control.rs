@@ -1,0 +1,282 @@
+//! Turning sampling on and off, and what the drainer reads: records, the live
+//! sampled blocks, and statistics. Called by the `lowprof` exporter (or, on
+//! embedded targets, by the application) — never on an allocation path.
+
+use core::fmt;
+use core::sync::atomic::Ordering;
+
+use lowprof_core::event::{HeapAlloc, TAG_HEAP_ALLOC, TAG_HEAP_FREE};
+use lowprof_core::live::SampledBlock;
+use lowprof_core::poisson::{DEFAULT_MEAN_BYTES, MAX_MEAN_BYTES, MIN_MEAN_BYTES};
+use lowprof_core::registry::Totals;
+
+use crate::state::{
+    COUNTS, DECLARED_MEAN, ENABLED, HUGE, HUGE_THRESHOLD, INSTALLED, MEAN_OVERRIDE, REGION,
+    RING_WORDS, RINGS,
+};
+use crate::thread;
+
+/// Scratch words [`drain`] needs: the longest record payload.
+pub const RECORD_WORDS: usize = RING_WORDS - 1;
+
+/// Why sampling could not be started or reconfigured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The mean interval is outside `MIN_MEAN_BYTES..=MAX_MEAN_BYTES`.
+    InvalidInterval {
+        /// What was asked for.
+        bytes: u64,
+    },
+    /// The sampled-block region could not be reserved.
+    RegionUnavailable {
+        /// `errno` of the failed `mmap`.
+        errno: i32,
+    },
+    /// No region was given (targets without std must call [`init_region`]).
+    NoRegion,
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlError::InvalidInterval { bytes } => write!(
+                f,
+                "heap sampling interval of {bytes} bytes is out of range: use {MIN_MEAN_BYTES}..={MAX_MEAN_BYTES} \
+                 bytes (default {DEFAULT_MEAN_BYTES}, one sample per 512 KiB allocated on average)"
+            ),
+            ControlError::RegionUnavailable { errno } => write!(
+                f,
+                "could not reserve address space for sampled blocks (mmap errno {errno}); heap sampling needs \
+                 up to 92 GiB of reserved, uncommitted address space: check `ulimit -v`"
+            ),
+            ControlError::NoRegion => write!(
+                f,
+                "no memory for sampled blocks: call lowprof_alloc::init_region with a static buffer before \
+                 starting heap sampling"
+            ),
+        }
+    }
+}
+
+/// Checks a mean sampling interval.
+pub fn validate_interval(bytes: u64) -> Result<u64, ControlError> {
+    if (MIN_MEAN_BYTES..=MAX_MEAN_BYTES).contains(&bytes) {
+        Ok(bytes)
+    } else {
+        Err(ControlError::InvalidInterval { bytes })
+    }
+}
+
+/// Starts sampling, at `interval` bytes if given (else the interval the
+/// allocator was declared with). Reserves the sampled-block region on first
+/// use (std). Idempotent.
+pub fn start(interval: Option<u64>) -> Result<(), ControlError> {
+    if let Some(bytes) = interval {
+        MEAN_OVERRIDE.store(validate_interval(bytes)?, Ordering::Relaxed);
+    }
+    ensure_region()?;
+    ENABLED.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Stops sampling. Blocks sampled so far stay tracked until freed.
+pub fn stop() {
+    ENABLED.store(false, Ordering::Release);
+}
+
+/// Changes the mean interval at run time. Each thread switches at its next
+/// sample; every sample keeps the weight of the interval it was drawn at, so
+/// estimates stay unbiased across the change.
+pub fn set_interval(bytes: u64) -> Result<(), ControlError> {
+    MEAN_OVERRIDE.store(validate_interval(bytes)?, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The mean interval new gaps are drawn with.
+pub fn interval() -> u64 {
+    match MEAN_OVERRIDE.load(Ordering::Relaxed) {
+        0 => match DECLARED_MEAN.load(Ordering::Relaxed) {
+            0 => DEFAULT_MEAN_BYTES,
+            declared => declared,
+        },
+        bytes => bytes,
+    }
+}
+
+/// Whether sampling is on.
+#[inline(always)]
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Whether a `SampledAlloc` has served allocations in this process (in a
+/// normal program: whether it is the `#[global_allocator]`).
+pub fn is_installed() -> bool {
+    INSTALLED.load(Ordering::Relaxed)
+}
+
+/// A record drained from the heap rings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HeapEvent<'a> {
+    /// A sampled allocation and its stack.
+    Alloc(HeapAlloc<'a>),
+    /// A sampled block was freed.
+    Free {
+        /// Its identifier.
+        sample_id: u64,
+    },
+}
+
+/// Hands every queued heap record to `f`. `scratch` must hold
+/// [`RECORD_WORDS`] words. `None` if another drain is running.
+pub fn drain(scratch: &mut [u64], mut f: impl FnMut(HeapEvent<'_>)) -> Option<usize> {
+    RINGS.drain(scratch, |record| match record.tag {
+        TAG_HEAP_ALLOC => {
+            if let Some(alloc) = HeapAlloc::decode(record.words) {
+                f(HeapEvent::Alloc(alloc));
+            }
+        }
+        TAG_HEAP_FREE => {
+            if let Some(&sample_id) = record.words.first() {
+                f(HeapEvent::Free { sample_id });
+            }
+        }
+        _ => {}
+    })
+}
+
+/// Calls `f` for every sampled block live right now (a lock-free scan of the
+/// region and the huge table).
+pub fn for_each_live(mut f: impl FnMut(SampledBlock)) {
+    REGION.for_each_live(&mut f);
+    HUGE.for_each_live(&mut f);
+}
+
+/// Frees the exact-total slots of threads that have exited; `alive(tid)`
+/// must say whether the thread with that OS id still runs. Returns how many
+/// were freed. (std; a no-op without threads.)
+pub fn retire_exited_threads(mut alive: impl FnMut(u64) -> bool) -> usize {
+    thread::retire_exited(&mut alive)
+}
+
+/// Heap sampling statistics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeapStats {
+    /// Whether sampling is on.
+    pub enabled: bool,
+    /// Whether a `SampledAlloc` serves allocations.
+    pub installed: bool,
+    /// Mean sampling interval in bytes.
+    pub interval: u64,
+    /// Allocations sampled.
+    pub samples: u64,
+    /// Sampled allocations whose record was dropped (rings full).
+    pub dropped_samples: u64,
+    /// Estimated objects those dropped samples stood for.
+    pub dropped_alloc_objects: f64,
+    /// Estimated bytes those dropped samples stood for.
+    pub dropped_alloc_bytes: u64,
+    /// Sampled allocations that could not be tracked for the in-use view.
+    pub untracked_samples: u64,
+    /// Sampled blocks currently live (tracked).
+    pub live_samples: u64,
+    /// Exact totals of all allocations and frees through the allocator.
+    pub totals: Totals,
+    /// Threads sharing the overflow totals slot (if non-zero, `totals` may
+    /// undercount).
+    pub threads_in_overflow_slot: u64,
+    /// Threads currently holding a totals slot.
+    pub threads: usize,
+    /// Bytes of sampled-block slots carved so far.
+    pub region_carved_bytes: u64,
+    /// Bytes of freed large sampled blocks returned to the kernel.
+    pub released_bytes: u64,
+    /// Slow-path visits (samples, thread starts, rechecks while off).
+    pub slow_visits: u64,
+    /// Records the consumer found malformed (a bug if non-zero).
+    pub corrupt_records: u64,
+}
+
+/// Current statistics.
+pub fn stats() -> HeapStats {
+    let (totals, overflow) = thread::totals();
+    let published = COUNTS.published.get();
+    let freed = COUNTS.freed_samples.get();
+    HeapStats {
+        enabled: enabled(),
+        installed: is_installed(),
+        interval: interval(),
+        samples: COUNTS.samples.get(),
+        dropped_samples: COUNTS.dropped_samples.get(),
+        dropped_alloc_objects: COUNTS.dropped_objects_x1024.get() as f64 / 1024.0,
+        dropped_alloc_bytes: COUNTS.dropped_bytes.get(),
+        untracked_samples: COUNTS.untracked.get(),
+        live_samples: published.saturating_sub(freed),
+        totals,
+        threads_in_overflow_slot: overflow,
+        threads: thread::threads_with_slots(),
+        region_carved_bytes: REGION.carved_bytes(),
+        released_bytes: COUNTS.released_bytes.get(),
+        slow_visits: COUNTS.slow_visits.get(),
+        corrupt_records: RINGS.corrupt(),
+    }
+}
+
+fn publish_huge_threshold() {
+    // Any block that did not fit the region is larger than the largest slot
+    // minus the largest padding the region serves (4096-byte alignment).
+    let threshold = REGION.max_block(4096);
+    HUGE_THRESHOLD.store(threshold, Ordering::Relaxed);
+}
+
+#[cfg(feature = "std")]
+fn ensure_region() -> Result<(), ControlError> {
+    if REGION.is_initialised() {
+        return Ok(());
+    }
+    let (base, len) =
+        crate::os::map_region().map_err(|errno| ControlError::RegionUnavailable { errno })?;
+    // SAFETY: a fresh private mapping that nothing else knows about and that
+    // is never unmapped.
+    match unsafe { REGION.init(base, len) } {
+        Ok(_) => {}
+        // Another thread won the race; leave our mapping reserved but unused
+        // (uncommitted address space, never touched).
+        Err(lowprof_core::live::RegionError::AlreadyInitialised) => {}
+        Err(lowprof_core::live::RegionError::TooSmall) => {
+            return Err(ControlError::RegionUnavailable { errno: 0 });
+        }
+    }
+    publish_huge_threshold();
+    Ok(())
+}
+
+#[cfg(not(feature = "std"))]
+fn ensure_region() -> Result<(), ControlError> {
+    if REGION.is_initialised() {
+        Ok(())
+    } else {
+        Err(ControlError::NoRegion)
+    }
+}
+
+/// Gives lowprof the memory where sampled blocks live (targets without std;
+/// with std the region is reserved automatically). Blocks that do not fit a
+/// slot of this region are sampled into the totals but not tracked for the
+/// in-use view. A few KiB serve small sampled blocks; size it for the number
+/// of sampled blocks you expect to be live at once.
+pub fn init_region(memory: &'static mut [u8]) -> Result<(), ControlError> {
+    memory.fill(0);
+    let (base, len) = (memory.as_mut_ptr() as usize, memory.len());
+    // SAFETY: the memory is 'static, exclusively ours (we hold the only
+    // mutable reference and never give it back), and zero-filled.
+    match unsafe { REGION.init(base, len) } {
+        Ok(_) => {
+            publish_huge_threshold();
+            Ok(())
+        }
+        Err(lowprof_core::live::RegionError::AlreadyInitialised) => Ok(()),
+        Err(lowprof_core::live::RegionError::TooSmall) => Err(ControlError::NoRegion),
+    }
+}

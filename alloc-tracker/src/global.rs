@@ -1,0 +1,129 @@
+//! Sampling state for targets without std: one global countdown shared by
+//! every context (embedded targets usually run one core; an interrupt that
+//! allocates while the slow path runs is passed straight through by the
+//! guard).
+//!
+//! Same functions as `tls.rs`, so the allocator code is written once. The
+//! countdown and totals are updated with relaxed loads and stores: exact on
+//! one core; on several cores concurrent updates may be lost (sampling stays
+//! Poisson, totals become approximate). Needs a target with atomic
+//! compare-and-swap (the rings use it).
+
+use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
+
+use lowprof_core::poisson::{self, Rng};
+use lowprof_core::registry::{ThreadSlot, Totals};
+use lowprof_core::unwind::Bounds;
+
+static COUNTDOWN: AtomicIsize = AtomicIsize::new(0);
+static GAP_MEAN: AtomicU64 = AtomicU64::new(0);
+static RNG: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
+static IN_SLOW: AtomicBool = AtomicBool::new(false);
+static SLOT: ThreadSlot = ThreadSlot::new();
+
+/// Allocation fast path (see `tls.rs`).
+#[inline(always)]
+pub(crate) fn on_alloc(size: usize) -> bool {
+    let left = COUNTDOWN
+        .load(Ordering::Relaxed)
+        .wrapping_sub(size as isize);
+    COUNTDOWN.store(left, Ordering::Relaxed);
+    if left < 0 {
+        return false;
+    }
+    SLOT.allocs.add_owned(1);
+    SLOT.alloc_bytes.add_owned(size as u64);
+    true
+}
+
+/// Deallocation fast path (see `tls.rs`).
+#[inline(always)]
+pub(crate) fn on_free(size: usize) -> bool {
+    SLOT.frees.add_owned(1);
+    SLOT.free_bytes.add_owned(size as u64);
+    true
+}
+
+/// Never needed without threads; kept for the shared allocator code.
+pub(crate) fn count_free_slow(size: usize) {
+    on_free(size);
+}
+
+/// What the slow path decided (see `tls.rs`).
+pub(crate) enum Decision {
+    /// Not sampled.
+    Pass,
+    /// Sampled with this mean; call [`leave`] when done.
+    Sample { mean: u64 },
+}
+
+/// The slow path (see `tls.rs` for the reasoning).
+pub(crate) fn visit(size: usize, enabled: bool, draw_mean: u64) -> Decision {
+    SLOT.allocs.add_owned(1);
+    SLOT.alloc_bytes.add_owned(size as u64);
+    if IN_SLOW.swap(true, Ordering::Acquire) {
+        return Decision::Pass;
+    }
+    let mut rng = Rng::from_state(RNG.load(Ordering::Relaxed));
+    let fired_mean = GAP_MEAN.load(Ordering::Relaxed);
+    let decision = if fired_mean == 0 {
+        let gap = poisson::next_gap(&mut rng, draw_mean);
+        if enabled && gap < size as u64 {
+            COUNTDOWN.store(
+                poisson::next_gap(&mut rng, draw_mean) as isize,
+                Ordering::Relaxed,
+            );
+            Decision::Sample { mean: draw_mean }
+        } else {
+            COUNTDOWN.store(gap as isize - size as isize, Ordering::Relaxed);
+            Decision::Pass
+        }
+    } else {
+        COUNTDOWN.store(
+            poisson::next_gap(&mut rng, draw_mean) as isize,
+            Ordering::Relaxed,
+        );
+        if enabled {
+            Decision::Sample { mean: fired_mean }
+        } else {
+            Decision::Pass
+        }
+    };
+    GAP_MEAN.store(draw_mean, Ordering::Relaxed);
+    RNG.store(rng.state(), Ordering::Relaxed);
+    if matches!(decision, Decision::Pass) {
+        IN_SLOW.store(false, Ordering::Release);
+    }
+    decision
+}
+
+/// Releases the guard taken by a [`Decision::Sample`].
+pub(crate) fn leave() {
+    IN_SLOW.store(false, Ordering::Release);
+}
+
+/// No thread ids without an OS.
+pub(crate) fn tid() -> u64 {
+    0
+}
+
+/// Stack bounds come from regions the application publishes into
+/// `lowprof_core::bounds::STACK_REGIONS` (its stack's start and end).
+pub(crate) fn stack_bounds(sp: u64) -> Bounds {
+    lowprof_core::bounds::STACK_REGIONS.for_current_thread(sp)
+}
+
+/// Exact totals (one core) and the overflow count (always 0 here).
+pub(crate) fn totals() -> (Totals, u64) {
+    (SLOT.totals(), 0)
+}
+
+/// Nothing to retire without threads.
+pub(crate) fn retire_exited(_alive: &mut dyn FnMut(u64) -> bool) -> usize {
+    0
+}
+
+/// One "thread".
+pub(crate) fn threads_with_slots() -> usize {
+    1
+}

@@ -1,0 +1,104 @@
+//! The few operating-system calls the allocator needs (std targets, Linux
+//! first): the sampled-block region's memory, page release, thread ids, the
+//! clock for seeding, and a thread's stack top.
+
+use core::ptr;
+
+/// Virtual size reserved per size class: 4 GiB, so 23 classes take 92 GiB of
+/// address space (`MAP_NORESERVE`: no memory is committed until touched).
+/// If that reservation fails (a `ulimit -v`, strict overcommit) the
+/// reservation shrinks by 4× at a time down to 16 MiB per class.
+const SUB_REGION_SHIFTS: [u32; 5] = [32, 30, 28, 26, 24];
+const CLASSES: usize = lowprof_core::live::MAX_CLASSES;
+
+/// Reserves the sampled-block region: `(base, len)` or the errno of the last
+/// failed attempt.
+pub(crate) fn map_region() -> Result<(usize, usize), i32> {
+    let mut last_errno = 0;
+    for shift in SUB_REGION_SHIFTS {
+        // One class's worth more than needed, so the base can be aligned to
+        // the largest slot.
+        let len = (CLASSES + 1) << shift;
+        // SAFETY: an anonymous private mapping at an address of the kernel's
+        // choosing: it cannot overlap or disturb existing memory.
+        let addr = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            last_errno = errno();
+            continue;
+        }
+        // Transparent huge pages would make every class's first touched
+        // slot pin 2 MiB. Best effort: ignore failure.
+        // SAFETY: advice on the mapping we just created.
+        unsafe { libc::madvise(addr, len, libc::MADV_NOHUGEPAGE) };
+        return Ok((addr as usize, len));
+    }
+    Err(last_errno)
+}
+
+/// Gives the pages of `[start, start + len)` back to the kernel (they read
+/// as zeros afterwards). Best effort.
+pub(crate) fn release_pages(start: usize, len: usize) {
+    // SAFETY: the range is a freed slot of the region, which lowprof owns and
+    // nobody reads until it is handed out again.
+    unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+}
+
+/// The calling thread's OS id. Async-signal-safe.
+pub(crate) fn gettid() -> u64 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as u64 }
+}
+
+/// Monotonic nanoseconds (for seeding). Async-signal-safe.
+pub(crate) fn clock_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}
+
+/// The top (highest address, exclusive) of the calling thread's stack.
+pub(crate) fn thread_stack_top() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `attr` is initialised by pthread_getattr_np before use and
+        // destroyed after; the out-pointers are valid locals.
+        unsafe {
+            let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+            if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+                return None;
+            }
+            let mut addr: *mut libc::c_void = ptr::null_mut();
+            let mut size: libc::size_t = 0;
+            let rc = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+            libc::pthread_attr_destroy(&mut attr);
+            if rc != 0 || addr.is_null() {
+                return None;
+            }
+            Some(addr as u64 + size as u64)
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+fn errno() -> i32 {
+    // SAFETY: __errno_location always returns the calling thread's errno.
+    unsafe { *libc::__errno_location() }
+}

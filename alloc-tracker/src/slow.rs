@@ -1,0 +1,315 @@
+//! The allocator's rare paths: sampling an allocation, ending a sampled
+//! block, and the realloc cases. Everything here is `#[cold]`; the fast paths
+//! in `lib.rs` reach it about once per mean interval of allocated bytes, or
+//! on the free of a sampled block.
+//!
+//! ```text
+//!  alloc_slow ─► visit (count, draw next gap, decide)
+//!                 ├─ Pass   ─► inner allocator
+//!                 └─ Sample ─► place (region slot | inner + huge table | inner, untracked)
+//!                              └► record: walk frame pointers ─► HEAP_ALLOC ─► ring
+//!  dealloc_sampled ─► region free ─► HEAP_FREE ─► ring; release pages of big slots; recycle
+//! ```
+//!
+//! Nothing here allocates through the global allocator, takes a lock or
+//! waits; the only system calls are `madvise` when a freed sampled block of
+//! 64 KiB or more gives its pages back (where the inner allocator would have
+//! called `munmap`), and, once per thread, the stack lookup in `tls.rs`.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr;
+
+use lowprof_core::event::{
+    FLAG_TRUNCATED, FLAG_UNTRACKED, HeapAlloc, TAG_HEAP_ALLOC, TAG_HEAP_FREE,
+};
+use lowprof_core::live::SampledBlock;
+use lowprof_core::poisson;
+use lowprof_core::stack::Stack;
+use lowprof_core::unwind;
+
+use crate::SampledAlloc;
+use crate::state::{COUNTS, HUGE, HUGE_THRESHOLD, NEXT_SAMPLE_ID, REGION, RINGS};
+use crate::thread::{self, Decision};
+
+/// Freed sampled slots at least this large give their pages back.
+#[cfg(feature = "std")]
+const RELEASE_MIN_BYTES: usize = 64 * 1024;
+
+/// An allocation whose countdown crossed zero.
+///
+/// # Safety
+///
+/// As `GlobalAlloc::alloc`: `layout` has a non-zero size.
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn alloc_slow<A: GlobalAlloc>(
+    this: &SampledAlloc<A>,
+    layout: Layout,
+    zeroed: bool,
+) -> *mut u8 {
+    // This function's own frame record: the walk starts at its caller.
+    let fp = unwind::current_frame_pointer();
+    COUNTS.slow_visits.add(1);
+    match thread::visit(layout.size(), crate::control::enabled(), this.draw_mean()) {
+        Decision::Pass => {
+            // SAFETY: forwarded with the caller's layout.
+            unsafe { inner_alloc(&this.inner, layout, zeroed) }
+        }
+        Decision::Sample { mean } => {
+            // SAFETY: as above.
+            let ptr = unsafe { sample(&this.inner, layout, zeroed, mean, fp) };
+            thread::leave();
+            ptr
+        }
+    }
+}
+
+/// A free of a block inside the sampled-block region.
+#[cold]
+#[inline(never)]
+pub(crate) fn dealloc_sampled(ptr: *mut u8, layout: Layout) {
+    count_free(layout.size());
+    let freed = REGION.free(ptr as usize);
+    if freed.block.sample_id == 0 {
+        // Already free (a double free in the program): never recycle twice,
+        // which would hand one slot to two owners.
+        return;
+    }
+    COUNTS.freed_samples.add(1);
+    let _ = RINGS.push(
+        thread::tid() as usize,
+        TAG_HEAP_FREE,
+        &[&[freed.block.sample_id]],
+    );
+    #[cfg(feature = "std")]
+    if freed.slot_len >= RELEASE_MIN_BYTES {
+        crate::os::release_pages(freed.slot_start, freed.slot_len);
+        COUNTS.released_bytes.add(freed.slot_len as u64);
+    }
+    REGION.recycle(freed);
+}
+
+/// A free of a block large enough to be a huge sampled block.
+///
+/// # Safety
+///
+/// As `GlobalAlloc::dealloc`.
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn dealloc_large<A: GlobalAlloc>(
+    this: &SampledAlloc<A>,
+    ptr: *mut u8,
+    layout: Layout,
+) {
+    if let Some(block) = HUGE.remove(ptr as usize) {
+        COUNTS.freed_samples.add(1);
+        let _ = RINGS.push(thread::tid() as usize, TAG_HEAP_FREE, &[&[block.sample_id]]);
+    }
+    count_free(layout.size());
+    // SAFETY: the block came from the inner allocator with this layout.
+    unsafe { this.inner.dealloc(ptr, layout) };
+}
+
+/// realloc of a sampled block: a new allocation (sampled or not, on its own
+/// draw), a copy, and the end of the old sample.
+///
+/// # Safety
+///
+/// As `GlobalAlloc::realloc`.
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn realloc_move<A: GlobalAlloc>(
+    this: &SampledAlloc<A>,
+    ptr: *mut u8,
+    layout: Layout,
+    new_size: usize,
+) -> *mut u8 {
+    // SAFETY: realloc's contract makes this layout valid.
+    let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+    // SAFETY: `new_size` is non-zero (realloc's contract).
+    let new = unsafe { this.alloc(new_layout) };
+    if !new.is_null() {
+        // SAFETY: both blocks are valid for the smaller size and distinct.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+            this.dealloc(ptr, layout);
+        }
+    }
+    new
+}
+
+/// realloc of an unsampled block whose countdown crossed zero: if the new
+/// size is sampled, move it into a sampled block; otherwise forward to the
+/// inner realloc (keeping in-place growth).
+///
+/// # Safety
+///
+/// As `GlobalAlloc::realloc`.
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn realloc_fired<A: GlobalAlloc>(
+    this: &SampledAlloc<A>,
+    ptr: *mut u8,
+    layout: Layout,
+    new_size: usize,
+) -> *mut u8 {
+    let fp = unwind::current_frame_pointer();
+    COUNTS.slow_visits.add(1);
+    match thread::visit(new_size, crate::control::enabled(), this.draw_mean()) {
+        Decision::Pass => {
+            count_free(layout.size());
+            // SAFETY: forwarded unchanged.
+            unsafe { this.inner.realloc(ptr, layout, new_size) }
+        }
+        Decision::Sample { mean } => {
+            // SAFETY: realloc's contract makes this layout valid.
+            let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+            // SAFETY: non-zero size.
+            let new = unsafe { sample(&this.inner, new_layout, false, mean, fp) };
+            thread::leave();
+            if !new.is_null() {
+                count_free(layout.size());
+                // SAFETY: distinct blocks valid for the smaller size; the old
+                // one is unsampled, so it belongs to the inner allocator.
+                unsafe {
+                    ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                    this.inner.dealloc(ptr, layout);
+                }
+            }
+            new
+        }
+    }
+}
+
+/// Samples one allocation: places it, records it, returns the user pointer
+/// (null if the memory could not be had).
+///
+/// # Safety
+///
+/// `layout` has a non-zero size.
+unsafe fn sample<A: GlobalAlloc>(
+    inner: &A,
+    layout: Layout,
+    zeroed: bool,
+    mean: u64,
+    fp: u64,
+) -> *mut u8 {
+    let size = layout.size() as u64;
+    let block = SampledBlock {
+        sample_id: NEXT_SAMPLE_ID.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
+        size,
+        weight: poisson::sample_weight(size, mean),
+    };
+    // SAFETY: forwarded contract.
+    let (ptr, tracked) = unsafe { place(inner, layout, zeroed, block) };
+    if !ptr.is_null() {
+        COUNTS.samples.add(1);
+        record(block, tracked, fp);
+    }
+    ptr
+}
+
+/// Puts a sampled block where a free will recognise it: a region slot, or
+/// for blocks too big for any slot the inner allocator plus the huge table.
+/// Returns the pointer and whether the block is tracked for the in-use view.
+///
+/// # Safety
+///
+/// `layout` has a non-zero size.
+unsafe fn place<A: GlobalAlloc>(
+    inner: &A,
+    layout: Layout,
+    zeroed: bool,
+    block: SampledBlock,
+) -> (*mut u8, bool) {
+    if let Some(slot) = REGION.alloc(layout.size(), layout.align()) {
+        let ptr = slot.user as *mut u8;
+        if zeroed {
+            // SAFETY: the slot holds `layout.size()` bytes after `user`, and
+            // it is ours alone until published and returned.
+            unsafe { ptr::write_bytes(ptr, 0, layout.size()) };
+        }
+        REGION.publish(slot, block.sample_id, block.size, block.weight);
+        COUNTS.published.add(1);
+        return (ptr, true);
+    }
+    // SAFETY: forwarded contract.
+    let ptr = unsafe { inner_alloc(inner, layout, zeroed) };
+    if ptr.is_null() {
+        return (ptr, false);
+    }
+    if layout.size() > HUGE_THRESHOLD.load(core::sync::atomic::Ordering::Relaxed)
+        && HUGE.insert(ptr as usize, block)
+    {
+        COUNTS.published.add(1);
+        return (ptr, true);
+    }
+    COUNTS.untracked.add(1);
+    (ptr, false)
+}
+
+/// Walks this thread's stack from the allocator's frame and queues a
+/// `HEAP_ALLOC` record; a full ring drops it and adds its estimate to the
+/// dropped totals, so nothing disappears without a count.
+fn record(block: SampledBlock, tracked: bool, fp: u64) {
+    let sp = unwind::current_stack_pointer();
+    let bounds = thread::stack_bounds(sp);
+    let mut stack: Stack = Stack::new();
+    // SAFETY: `bounds` is the readable part of this thread's own stack above
+    // the current stack pointer, which stays mapped while we run.
+    unsafe { unwind::walk(fp, bounds, &mut stack) };
+    let mut flags = 0;
+    if !tracked {
+        flags |= FLAG_UNTRACKED;
+    }
+    if stack.is_truncated() {
+        flags |= FLAG_TRUNCATED;
+    }
+    let tid = thread::tid();
+    let event = HeapAlloc {
+        sample_id: block.sample_id,
+        size: block.size,
+        weight: block.weight,
+        thread: tid,
+        flags,
+        context: [0; 3],
+        frames: stack.as_slice(),
+    };
+    if RINGS
+        .push(
+            tid as usize,
+            TAG_HEAP_ALLOC,
+            &[&event.header_words(), stack.as_slice()],
+        )
+        .is_err()
+    {
+        COUNTS.dropped_samples.add(1);
+        COUNTS
+            .dropped_objects_x1024
+            .add((block.weight * 1024.0) as u64);
+        COUNTS
+            .dropped_bytes
+            .add((block.weight * block.size as f64) as u64);
+    }
+}
+
+fn count_free(size: usize) {
+    if !thread::on_free(size) {
+        thread::count_free_slow(size);
+    }
+}
+
+/// # Safety
+///
+/// As `GlobalAlloc::alloc`.
+#[inline(always)]
+unsafe fn inner_alloc<A: GlobalAlloc>(inner: &A, layout: Layout, zeroed: bool) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe {
+        if zeroed {
+            inner.alloc_zeroed(layout)
+        } else {
+            inner.alloc(layout)
+        }
+    }
+}
