@@ -59,6 +59,8 @@ impl fmt::Display for ControlError {
     }
 }
 
+impl core::error::Error for ControlError {}
+
 /// Checks a mean sampling interval.
 pub fn validate_interval(bytes: u64) -> Result<u64, ControlError> {
     if (MIN_MEAN_BYTES..=MAX_MEAN_BYTES).contains(&bytes) {

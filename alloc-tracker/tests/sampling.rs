@@ -1,7 +1,8 @@
 //! The allocator on its own, as the process's global allocator: estimates
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! against known truth, the live view, exact totals, realloc, threads.
 //! One #[test] (the allocator state is process-wide).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::alloc::System;
 use std::collections::HashMap;

@@ -44,7 +44,10 @@ pub struct ValueType {
 impl ValueType {
     /// Builds a value type.
     pub fn new(r#type: &str, unit: &str) -> Self {
-        Self { r#type: r#type.to_owned(), unit: unit.to_owned() }
+        Self {
+            r#type: r#type.to_owned(),
+            unit: unit.to_owned(),
+        }
     }
 }
 
@@ -177,7 +180,10 @@ impl Profile {
 
     /// Sum of values of sample type `index` over all samples.
     pub fn total(&self, index: usize) -> i64 {
-        self.samples.iter().filter_map(|s| s.values.get(index)).sum()
+        self.samples
+            .iter()
+            .filter_map(|s| s.values.get(index))
+            .sum()
     }
 
     /// The function names of a sample's stack, leaf first, inlined frames
@@ -185,7 +191,9 @@ impl Profile {
     pub fn stack_names(&self, sample: &Sample) -> Vec<&str> {
         let mut names = Vec::new();
         for &loc in &sample.locations {
-            let Some(location) = self.locations.get(loc as usize) else { continue };
+            let Some(location) = self.locations.get(loc as usize) else {
+                continue;
+            };
             if location.lines.is_empty() {
                 names.push("??");
             }

@@ -1,0 +1,275 @@
+//! Aggregation on the drainer thread: raw records in, per-stack totals out.
+//!
+//! ```text
+//!  HEAP_ALLOC ─► stacks.intern(frames) = s ─► alloc[s] += (w, w·size)
+//!            └─► live[sample_id] = (s, size, w)          (unless untracked)
+//!  HEAP_FREE  ─► live.remove(sample_id)
+//!  snapshot   ─► scan the region's live blocks ─► inuse[live[id].s] += (w, w·size)
+//!                (blocks with no record: their record was dropped ─► `dropped`)
+//!  CPU        ─► cpu[(s, thread)] += weight
+//! ```
+//!
+//! Each sample is unbiased on its own (its weight `w = 1/p(size)`) and only
+//! then summed: per-stack averaging of sizes before unbiasing is biased when
+//! sizes vary (jemalloc `prof_data.c`). Sums are kept as `f64` and rounded
+//! once, when a profile is built.
+
+use hashbrown::HashMap;
+use hashbrown::hash_map::Entry;
+
+use lowprof_core::event::{CpuSample, FLAG_LEAF_IS_PC, FLAG_UNTRACKED, HeapAlloc};
+use lowprof_core::live::SampledBlock;
+
+/// Index of an interned stack.
+pub(crate) type StackId = u32;
+
+/// Interned stacks: each distinct frame sequence is stored once.
+#[derive(Default)]
+pub(crate) struct StackTable {
+    ids: HashMap<Box<[u64]>, StackId>,
+    stacks: Vec<Box<[u64]>>,
+}
+
+impl StackTable {
+    /// The id of `frames`, storing them on first sight.
+    pub(crate) fn intern(&mut self, frames: &[u64]) -> StackId {
+        if let Some(&id) = self.ids.get(frames) {
+            return id;
+        }
+        let id = self.stacks.len() as StackId;
+        let boxed: Box<[u64]> = frames.into();
+        self.stacks.push(boxed.clone());
+        self.ids.insert(boxed, id);
+        id
+    }
+
+    /// The frames of stack `id` (leaf first).
+    pub(crate) fn get(&self, id: StackId) -> &[u64] {
+        self.stacks.get(id as usize).map_or(&[], |s| s)
+    }
+
+    /// Distinct stacks stored.
+    pub(crate) fn len(&self) -> usize {
+        self.stacks.len()
+    }
+}
+
+/// Estimated objects and bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(crate) struct Estimate {
+    pub objects: f64,
+    pub bytes: f64,
+}
+
+impl Estimate {
+    fn add(&mut self, weight: f64, size: u64) {
+        self.objects += weight;
+        self.bytes += weight * size as f64;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LiveSample {
+    stack: StackId,
+}
+
+/// Heap records, aggregated.
+#[derive(Default)]
+pub(crate) struct HeapAggregate {
+    pub stacks: StackTable,
+    /// Allocations since the profiler started, per stack.
+    pub alloc: HashMap<StackId, Estimate>,
+    live: HashMap<u64, LiveSample>,
+}
+
+/// The in-use heap at one moment.
+pub(crate) struct InUse {
+    /// Per stack.
+    pub by_stack: HashMap<StackId, Estimate>,
+    /// Live sampled blocks whose record was lost.
+    pub unknown: Estimate,
+}
+
+impl HeapAggregate {
+    /// Adds one sampled allocation.
+    pub(crate) fn add_alloc(&mut self, event: &HeapAlloc<'_>) {
+        let stack = self.stacks.intern(event.frames);
+        self.alloc
+            .entry(stack)
+            .or_default()
+            .add(event.weight, event.size);
+        if event.flags & FLAG_UNTRACKED == 0 {
+            self.live.insert(event.sample_id, LiveSample { stack });
+        }
+    }
+
+    /// Ends one sampled block.
+    pub(crate) fn add_free(&mut self, sample_id: u64) {
+        self.live.remove(&sample_id);
+    }
+
+    /// Live samples the aggregate knows of (may include some whose free
+    /// record was dropped, until the next [`HeapAggregate::in_use`]).
+    pub(crate) fn known_live(&self) -> usize {
+        self.live.len()
+    }
+
+    /// The in-use heap given the blocks live now (from the region scan), and
+    /// forgets samples that are no longer live.
+    pub(crate) fn in_use(&mut self, live_now: &[SampledBlock]) -> InUse {
+        let mut by_stack: HashMap<StackId, Estimate> = HashMap::new();
+        let mut unknown = Estimate::default();
+        let mut still_live: HashMap<u64, LiveSample> = HashMap::with_capacity(live_now.len());
+        for block in live_now {
+            match self.live.get(&block.sample_id) {
+                Some(&sample) => {
+                    by_stack
+                        .entry(sample.stack)
+                        .or_default()
+                        .add(block.weight, block.size);
+                    still_live.insert(block.sample_id, sample);
+                }
+                None => unknown.add(block.weight, block.size),
+            }
+        }
+        self.live = still_live;
+        InUse { by_stack, unknown }
+    }
+}
+
+/// A CPU sample's identity: stack and thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct CpuKey {
+    pub stack: StackId,
+    pub thread: u64,
+}
+
+/// CPU records, aggregated since the last [`CpuAggregate::take`].
+#[derive(Default)]
+pub(crate) struct CpuAggregate {
+    pub stacks: StackTable,
+    /// Timer periods per (stack, thread).
+    pub periods: HashMap<CpuKey, u64>,
+}
+
+impl CpuAggregate {
+    /// Adds one CPU sample.
+    pub(crate) fn add(&mut self, sample: &CpuSample<'_>) {
+        debug_assert!(sample.flags & FLAG_LEAF_IS_PC != 0 || sample.frames.is_empty());
+        let stack = self.stacks.intern(sample.frames);
+        match self.periods.entry(CpuKey {
+            stack,
+            thread: sample.thread,
+        }) {
+            Entry::Occupied(mut e) => *e.get_mut() += sample.weight.max(1),
+            Entry::Vacant(e) => {
+                e.insert(sample.weight.max(1));
+            }
+        }
+    }
+
+    /// Everything aggregated so far, leaving the aggregate empty.
+    pub(crate) fn take(&mut self) -> CpuAggregate {
+        std::mem::take(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alloc(id: u64, size: u64, weight: f64, frames: &[u64], flags: u64) -> HeapAlloc<'_> {
+        HeapAlloc {
+            sample_id: id,
+            size,
+            weight,
+            thread: 1,
+            flags,
+            context: [0; 3],
+            frames,
+        }
+    }
+
+    #[test]
+    fn heap_alloc_free_and_in_use() {
+        let mut h = HeapAggregate::default();
+        h.add_alloc(&alloc(1, 100, 2.0, &[10, 20], 0));
+        h.add_alloc(&alloc(2, 50, 4.0, &[10, 20], 0));
+        h.add_alloc(&alloc(3, 10, 8.0, &[30], FLAG_UNTRACKED));
+        assert_eq!(h.stacks.len(), 2);
+        let s = h.stacks.intern(&[10, 20]);
+        assert_eq!(
+            h.alloc[&s],
+            Estimate {
+                objects: 6.0,
+                bytes: 400.0
+            }
+        );
+        assert_eq!(h.known_live(), 2);
+        h.add_free(1);
+        // Block 2 is live; block 9 is live but its record never arrived.
+        let live = [
+            SampledBlock {
+                sample_id: 2,
+                size: 50,
+                weight: 4.0,
+            },
+            SampledBlock {
+                sample_id: 9,
+                size: 7,
+                weight: 1.0,
+            },
+        ];
+        let inuse = h.in_use(&live);
+        assert_eq!(
+            inuse.by_stack[&s],
+            Estimate {
+                objects: 4.0,
+                bytes: 200.0
+            }
+        );
+        assert_eq!(
+            inuse.unknown,
+            Estimate {
+                objects: 1.0,
+                bytes: 7.0
+            }
+        );
+        // A sample the region no longer holds is forgotten.
+        let inuse = h.in_use(&[]);
+        assert!(inuse.by_stack.is_empty());
+        assert_eq!(h.known_live(), 0);
+    }
+
+    #[test]
+    fn cpu_sums_weights_per_stack_and_thread() {
+        let mut c = CpuAggregate::default();
+        let f = [1u64, 2];
+        for (thread, weight) in [(7, 1), (7, 3), (8, 0)] {
+            c.add(&CpuSample {
+                thread,
+                weight,
+                flags: FLAG_LEAF_IS_PC,
+                context: [0; 3],
+                frames: &f,
+            });
+        }
+        let taken = c.take();
+        assert_eq!(
+            taken.periods[&CpuKey {
+                stack: 0,
+                thread: 7
+            }],
+            4
+        );
+        assert_eq!(
+            taken.periods[&CpuKey {
+                stack: 0,
+                thread: 8
+            }],
+            1,
+            "weight is at least one period"
+        );
+        assert!(c.periods.is_empty());
+    }
+}

@@ -1,0 +1,132 @@
+//! The drainer: a thread named `lowprof-drain` that empties the rings every
+//! few milliseconds into the aggregates, keeps the CPU sampler's timers in
+//! step with the process's threads, and recycles the totals slots of threads
+//! that exited. It blocks SIGPROF, so it never samples itself.
+//!
+//! ```text
+//!  every drain_interval:
+//!    lock State ─► drain heap ring ─► HeapAggregate
+//!               └► drain CPU ring  ─► CpuAggregate
+//!    lowprof_sampler::maintain()        (timers for new threads, names, stack regions)
+//!  every second: retire totals slots of exited threads; prune stale live samples
+//!  after `duration`: stop sampling
+//! ```
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use lowprof_alloc::HeapEvent;
+
+use crate::aggregate::{CpuAggregate, HeapAggregate};
+use crate::profiler::Shared;
+
+/// Aggregates and the scratch buffers used to drain into them.
+pub(crate) struct State {
+    pub heap: HeapAggregate,
+    pub cpu: CpuAggregate,
+    /// Start of the current CPU window (reset by each `cpu_profile()`).
+    pub cpu_window: (SystemTime, Instant),
+    /// CPU drops already reported in an earlier CPU profile.
+    pub cpu_dropped_reported: u64,
+    pub records: u64,
+    heap_scratch: Vec<u64>,
+    cpu_scratch: Vec<u64>,
+}
+
+impl State {
+    pub(crate) fn new() -> Self {
+        Self {
+            heap: HeapAggregate::default(),
+            cpu: CpuAggregate::default(),
+            cpu_window: (SystemTime::now(), Instant::now()),
+            cpu_dropped_reported: lowprof_sampler::stats().dropped,
+            records: 0,
+            heap_scratch: vec![0; lowprof_alloc::RECORD_WORDS],
+            cpu_scratch: vec![0; lowprof_sampler::RECORD_WORDS],
+        }
+    }
+
+    /// Moves every queued record into the aggregates.
+    pub(crate) fn drain(&mut self, heap: bool, cpu: bool) {
+        let State {
+            heap: heap_agg,
+            cpu: cpu_agg,
+            heap_scratch,
+            cpu_scratch,
+            records,
+            ..
+        } = self;
+        if heap {
+            let n = lowprof_alloc::drain(heap_scratch, |event| match event {
+                HeapEvent::Alloc(alloc) => heap_agg.add_alloc(&alloc),
+                HeapEvent::Free { sample_id } => heap_agg.add_free(sample_id),
+            });
+            *records += n.unwrap_or(0) as u64;
+        }
+        if cpu {
+            *records += lowprof_sampler::drain(cpu_scratch, |sample| cpu_agg.add(&sample)) as u64;
+        }
+    }
+
+    /// Forgets live samples whose free record was dropped, once they
+    /// outnumber the truly live ones by far (bounds the drainer's memory).
+    fn prune(&mut self) {
+        let live = lowprof_alloc::stats().live_samples as usize;
+        if self.heap.known_live() > 2 * live + 4096 {
+            let mut blocks = Vec::with_capacity(live + 64);
+            lowprof_alloc::for_each_live(|b| blocks.push(b));
+            self.heap.in_use(&blocks);
+        }
+    }
+}
+
+/// Locks `m`, recovering the data if a panic poisoned it (the aggregates
+/// stay consistent between records).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The drainer thread's body.
+pub(crate) fn run(shared: Arc<Shared>) {
+    // A failure only means the drainer may itself be sampled.
+    let _ = lowprof_sampler::block_sigprof_on_current_thread();
+    let config = &shared.config;
+    let mut last_housekeeping = Instant::now();
+    loop {
+        std::thread::park_timeout(config.drain_interval);
+        if shared.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let sampling = !shared.sampling_stopped.load(Ordering::Acquire);
+        lock(&shared.state).drain(config.heap, config.cpu_hz > 0);
+        if config.cpu_hz > 0 && sampling {
+            lowprof_sampler::maintain();
+        }
+        if last_housekeeping.elapsed() >= Duration::from_secs(1) {
+            last_housekeeping = Instant::now();
+            retire_exited_threads();
+            lock(&shared.state).prune();
+        }
+        if let Some(limit) = config.duration {
+            if sampling && shared.started.1.elapsed() >= limit {
+                shared.stop_sampling();
+            }
+        }
+    }
+}
+
+/// Frees the exact-totals slots of threads that are gone.
+fn retire_exited_threads() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    let alive: HashSet<u64> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    if alive.is_empty() {
+        return;
+    }
+    lowprof_alloc::retire_exited_threads(|tid| alive.contains(&tid));
+}

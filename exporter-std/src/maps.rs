@@ -1,0 +1,581 @@
+//! The process's memory map, read from `/proc/self/maps`: the loaded objects
+//! that pprof and OTLP `Mapping`s describe, and the writable regions that can
+//! hold a thread's stack.
+//!
+//! Two consumers, both on the cold path (the drainer thread, never a signal
+//! handler or the allocator):
+//!
+//! - **Symbolization and export.** `go tool pprof` needs real addresses plus a
+//!   `Mapping { memory_start, memory_limit, file_offset, filename, build_id }`
+//!   for each loaded object, so that it can match a profile against the right
+//!   binary (`PPROF_BINARY_PATH` is searched by GNU build id first). OTLP
+//!   requires `process.executable.build_id.gnu` (or `htlhash`) on every
+//!   mapping. [`read_object_mappings`] returns one [`ObjectMapping`] per
+//!   executable mapping, with the build id read once per file.
+//! - **Stack bounds.** A thread that lowprof discovers from outside (by
+//!   scanning `/proc/self/task`) has no stack bounds of its own. The drainer
+//!   publishes a sorted table of writable regions; the signal handler finds
+//!   the one holding the interrupted stack pointer by binary search and walks
+//!   frame pointers only inside it. [`read_stack_regions`] builds that table.
+//!
+//! A line of `/proc/self/maps` (`proc(5)`):
+//!
+//! ```text
+//!  start-end         perms offset   dev   inode    path (optional, may hold spaces)
+//!  55d0c1a00000-55d0c1a26000 r-xp 00002000 08:01 1049201    /usr/bin/my app (deleted)
+//!  7ffd3b5e5000-7ffd3b606000 rw-p 00000000 00:00 0          [stack]
+//!  7f2a10000000-7f2a10021000 rw-p 00000000 00:00 0
+//! ```
+//!
+//! The parser is deliberately forgiving: a line it cannot read is skipped,
+//! never a reason to fail or panic. Paths are kept as raw bytes while parsing
+//! (Linux paths need not be UTF-8) and converted lossily only for display.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+/// One executable mapping of a loaded object (the main executable, a shared
+/// library, or a pseudo object such as `[vdso]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMapping {
+    /// First address of the mapping.
+    pub start: u64,
+    /// One past the last address of the mapping.
+    pub limit: u64,
+    /// Offset in the file that `start` maps.
+    pub file_offset: u64,
+    /// Path of the file as the kernel reports it (without a trailing
+    /// ` (deleted)`), or a pseudo name such as `[vdso]`.
+    pub path: String,
+    /// GNU build id (`NT_GNU_BUILD_ID` note), if the file has one and could
+    /// be read. Always `None` for pseudo objects.
+    pub build_id: Option<Vec<u8>>,
+    /// The OTel "htlhash" of the file: SHA-256 over its first 4 KiB, last
+    /// 4 KiB and big-endian `u64` length, truncated to 16 bytes.
+    ///
+    /// Not computed yet: always `None`.
+    // TODO(otlp issue): compute htlhash once a SHA-256 implementation is
+    // available to the crate; OTLP RECOMMENDS it on every mapping.
+    pub htlhash: Option<[u8; 16]>,
+}
+
+impl ObjectMapping {
+    /// Whether `addr` lies inside this mapping.
+    pub fn contains(&self, addr: u64) -> bool {
+        self.start <= addr && addr < self.limit
+    }
+
+    /// Whether this is a kernel-provided pseudo object (`[vdso]`,
+    /// `[vsyscall]`, …) rather than a file.
+    pub fn is_pseudo(&self) -> bool {
+        self.path.starts_with('[')
+    }
+}
+
+/// Reads the executable, named mappings of the current process from
+/// `/proc/self/maps`, sorted by start address, each with its GNU build id.
+///
+/// Build ids are read from the file on disk once per file (keyed by path,
+/// device and inode) and cached for the life of the process, so calling
+/// this again after a `dlopen` only parses the newly loaded objects. A file
+/// whose build id cannot be read (permissions, not ELF, deleted and not
+/// reachable through `/proc/self/map_files`) gets `build_id: None`.
+///
+/// # Errors
+///
+/// Only if `/proc/self/maps` cannot be read (not Linux, no `/proc`).
+pub fn read_object_mappings() -> io::Result<Vec<ObjectMapping>> {
+    let maps = std::fs::read("/proc/self/maps")?;
+    let mut out = Vec::new();
+    for line in maps.split(|&b| b == b'\n') {
+        let Some(entry) = parse_line(line) else {
+            continue;
+        };
+        if !entry.perms.executable() {
+            continue;
+        }
+        let Some(path) = entry.path else { continue };
+        let build_id = build_id_for(&entry, path);
+        out.push(ObjectMapping {
+            start: entry.start,
+            limit: entry.end,
+            file_offset: entry.offset,
+            path: String::from_utf8_lossy(path).into_owned(),
+            build_id,
+            htlhash: None,
+        });
+    }
+    out.sort_by_key(|m| m.start);
+    Ok(out)
+}
+
+/// Reads the writable regions that can hold a thread stack: every `rw`
+/// mapping that is anonymous or the main thread's `[stack]` (and the
+/// `[stack:<tid>]` names of kernels before 4.5), sorted, with adjacent and
+/// overlapping ranges merged, as `(lo, hi)` half-open pairs.
+///
+/// Thread stacks made by `pthread_create` are anonymous mappings. The main
+/// thread's `[stack]` grows down on demand, so its `lo` is extended down to
+/// `hi − RLIMIT_STACK` (soft limit; 1 GiB if unlimited or larger, 8 MiB if
+/// unknown), but never below the end of the mapping below it (of any kind:
+/// the stack cannot grow through it) nor of the previous region in the
+/// table (the result may then be adjacent to it, never overlapping).
+///
+/// # Errors
+///
+/// Only if `/proc/self/maps` cannot be read.
+pub fn read_stack_regions() -> io::Result<Vec<(u64, u64)>> {
+    let maps = std::fs::read("/proc/self/maps")?;
+    Ok(stack_regions_from(&maps, stack_limit()))
+}
+
+/// The index of the mapping in `mappings` (sorted by start, non-overlapping,
+/// as [`read_object_mappings`] returns them) that contains `addr`.
+pub fn object_for(mappings: &[ObjectMapping], addr: u64) -> Option<usize> {
+    let after = mappings.partition_point(|m| m.start <= addr);
+    let index = after.checked_sub(1)?;
+    mappings
+        .get(index)
+        .filter(|m| m.contains(addr))
+        .map(|_| index)
+}
+
+/// Computes the stack-region table from the raw text of a maps file, with
+/// `limit` the growth allowance of the main thread's `[stack]`.
+fn stack_regions_from(maps: &[u8], limit: u64) -> Vec<(u64, u64)> {
+    // (lo, hi, is the main thread's growable stack)
+    let entries: Vec<MapsEntry<'_>> = maps.split(|&b| b == b'\n').filter_map(parse_line).collect();
+    // The main stack can grow down only until it meets another mapping (the
+    // kernel even keeps a guard gap); never claim memory below that.
+    let floor_below = |start: u64| {
+        entries
+            .iter()
+            .filter(|e| e.end <= start)
+            .map(|e| e.end)
+            .max()
+            .unwrap_or(0)
+    };
+    let mut regions: Vec<(u64, u64, bool)> = Vec::new();
+    for entry in &entries {
+        if !(entry.perms.readable() && entry.perms.writable()) || entry.start >= entry.end {
+            continue;
+        }
+        let main_stack = entry.path == Some(b"[stack]".as_slice());
+        let candidate = match entry.path {
+            None => true,
+            Some(path) => main_stack || path.starts_with(b"[stack:"),
+        };
+        if candidate {
+            regions.push((entry.start, entry.end, main_stack));
+        }
+    }
+    regions.sort_unstable_by_key(|&(lo, hi, _)| (lo, hi));
+
+    let mut merged: Vec<(u64, u64, bool)> = Vec::with_capacity(regions.len());
+    for (lo, hi, main_stack) in regions {
+        match merged.last_mut() {
+            Some(last) if lo <= last.1 => {
+                last.1 = last.1.max(hi);
+                last.2 |= main_stack;
+            }
+            _ => merged.push((lo, hi, main_stack)),
+        }
+    }
+
+    let mut out = Vec::with_capacity(merged.len());
+    let mut prev_end = 0u64;
+    for (lo, hi, main_stack) in merged {
+        let lo = if main_stack {
+            let floor = prev_end.max(floor_below(lo));
+            lo.min(hi.saturating_sub(limit).max(floor))
+        } else {
+            lo
+        };
+        out.push((lo, hi));
+        prev_end = hi;
+    }
+    out
+}
+
+/// How far the main thread's stack may grow: the soft `RLIMIT_STACK`,
+/// capped at 1 GiB (also when unlimited), 8 MiB if it cannot be read.
+fn stack_limit() -> u64 {
+    const CAP: u64 = 1 << 30;
+    const FALLBACK: u64 = 8 << 20;
+    let mut rlim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` only writes the `rlimit` we pass, which is a valid,
+    // exclusively borrowed local.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut rlim) };
+    if rc != 0 {
+        return FALLBACK;
+    }
+    if rlim.rlim_cur == libc::RLIM_INFINITY {
+        return CAP;
+    }
+    // `rlim_t` is 32 bits on some 32-bit targets, so the conversion is not
+    // useless everywhere.
+    #[allow(clippy::useless_conversion)]
+    let cur = u64::from(rlim.rlim_cur);
+    cur.min(CAP)
+}
+
+/// The four permission characters of a maps line, `r`, `w`, `x`, `p`/`s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Perms([u8; 4]);
+
+impl Perms {
+    fn readable(self) -> bool {
+        self.0[0] == b'r'
+    }
+    fn writable(self) -> bool {
+        self.0[1] == b'w'
+    }
+    fn executable(self) -> bool {
+        self.0[2] == b'x'
+    }
+}
+
+/// One parsed line of `/proc/<pid>/maps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MapsEntry<'a> {
+    start: u64,
+    end: u64,
+    perms: Perms,
+    offset: u64,
+    dev: &'a [u8],
+    inode: u64,
+    /// The path or pseudo name, without a ` (deleted)` suffix; `None` for an
+    /// anonymous mapping.
+    path: Option<&'a [u8]>,
+    /// Whether the kernel marked the file as deleted.
+    deleted: bool,
+}
+
+/// Splits off the next space-separated field, skipping leading spaces.
+fn field(s: &[u8]) -> Option<(&[u8], &[u8])> {
+    let s = s.trim_ascii_start();
+    if s.is_empty() {
+        return None;
+    }
+    let end = s
+        .iter()
+        .position(|&b| b == b' ' || b == b'\t')
+        .unwrap_or(s.len());
+    Some(s.split_at(end))
+}
+
+/// Parses a lower-case or upper-case hexadecimal number.
+fn hex(s: &[u8]) -> Option<u64> {
+    u64::from_str_radix(std::str::from_utf8(s).ok()?, 16).ok()
+}
+
+/// Parses one line of `/proc/<pid>/maps`; `None` if it is malformed.
+fn parse_line(line: &[u8]) -> Option<MapsEntry<'_>> {
+    let (range, rest) = field(line)?;
+    let (perms, rest) = field(rest)?;
+    let (offset, rest) = field(rest)?;
+    let (dev, rest) = field(rest)?;
+    let (inode, rest) = field(rest)?;
+
+    let dash = range.iter().position(|&b| b == b'-')?;
+    let (start, end) = (hex(&range[..dash])?, hex(&range[dash + 1..])?);
+    let perms = Perms(perms.try_into().ok()?);
+    let offset = hex(offset)?;
+    let inode = std::str::from_utf8(inode).ok()?.parse().ok()?;
+
+    // The path is the rest of the line after the padding; it may contain
+    // spaces, so it is not split further.
+    let path = rest.trim_ascii();
+    let (path, deleted) = match path.strip_suffix(b" (deleted)") {
+        Some(stripped) => (stripped, true),
+        None => (path, false),
+    };
+    let path = (!path.is_empty()).then_some(path);
+    Some(MapsEntry {
+        start,
+        end,
+        perms,
+        offset,
+        dev,
+        inode,
+        path,
+        deleted,
+    })
+}
+
+/// A cached build-id lookup: the file's identity and its id.
+struct CachedBuildId {
+    path: Vec<u8>,
+    dev: Vec<u8>,
+    inode: u64,
+    build_id: Option<Vec<u8>>,
+}
+
+/// Build ids read so far, one entry per distinct file. A process maps tens
+/// of objects, so a linear scan is fine; the cap keeps `dlopen` churn of
+/// uniquely named files from growing it forever.
+static BUILD_IDS: Mutex<Vec<CachedBuildId>> = Mutex::new(Vec::new());
+const BUILD_ID_CACHE_CAP: usize = 4096;
+
+/// The GNU build id of the file behind `entry`, from the cache or read once.
+fn build_id_for(entry: &MapsEntry<'_>, path: &[u8]) -> Option<Vec<u8>> {
+    if entry.inode == 0 || !path.starts_with(b"/") {
+        // Pseudo objects ([vdso], [vsyscall]) and anonymous executable memory.
+        return None;
+    }
+    let mut cache = BUILD_IDS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(hit) = cache
+        .iter()
+        .find(|c| c.inode == entry.inode && c.dev == entry.dev && c.path == path)
+    {
+        return hit.build_id.clone();
+    }
+    let build_id = if entry.deleted {
+        // The path may now name a different file (an upgraded library);
+        // only the kernel's handle on the mapped one is trustworthy. Opening
+        // it needs privileges that a normal process may not have.
+        let handle = format!("/proc/self/map_files/{:x}-{:x}", entry.start, entry.end);
+        read_build_id(Path::new(&handle))
+    } else {
+        read_build_id(Path::new(OsStr::from_bytes(path)))
+    };
+    if cache.len() >= BUILD_ID_CACHE_CAP {
+        cache.clear();
+    }
+    cache.push(CachedBuildId {
+        path: path.to_vec(),
+        dev: entry.dev.to_vec(),
+        inode: entry.inode,
+        build_id: build_id.clone(),
+    });
+    build_id
+}
+
+/// Reads the `NT_GNU_BUILD_ID` note of an ELF file with blazesym's parser;
+/// `None` on any error or if the file has none.
+fn read_build_id(path: &Path) -> Option<Vec<u8>> {
+    match blazesym::helper::read_elf_build_id(path) {
+        Ok(Some(id)) if !id.is_empty() => Some(id.into_owned()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The address of libc's `getpid`, as a probe into libc's text.
+    fn libc_getpid_addr() -> u64 {
+        let f: unsafe extern "C" fn() -> libc::pid_t = libc::getpid;
+        f as usize as u64
+    }
+
+    #[test]
+    fn parses_a_file_mapping() {
+        let line = b"55d0c1a00000-55d0c1a26000 r-xp 00002000 08:01 1049201                    /usr/bin/true";
+        let e = parse_line(line).unwrap();
+        assert_eq!(e.start, 0x55d0c1a00000);
+        assert_eq!(e.end, 0x55d0c1a26000);
+        assert!(e.perms.readable() && e.perms.executable() && !e.perms.writable());
+        assert_eq!(e.offset, 0x2000);
+        assert_eq!(e.dev, b"08:01");
+        assert_eq!(e.inode, 1049201);
+        assert_eq!(e.path, Some(b"/usr/bin/true".as_slice()));
+        assert!(!e.deleted);
+    }
+
+    #[test]
+    fn parses_odd_lines() {
+        let spaces =
+            parse_line(b"7f00-7f10 r-xp 00000000 fd:00 42   /opt/my app/lib x.so").unwrap();
+        assert_eq!(spaces.path, Some(b"/opt/my app/lib x.so".as_slice()));
+
+        let vvar = parse_line(
+            b"7ffd3b7d5000-7ffd3b7d9000 r--p 00000000 00:00 0                          [vvar]",
+        )
+        .unwrap();
+        assert_eq!(vvar.path, Some(b"[vvar]".as_slice()));
+        assert!(!vvar.perms.executable());
+
+        let anon = parse_line(b"7f2a10000000-7f2a10021000 rw-p 00000000 00:00 0 ").unwrap();
+        assert_eq!(anon.path, None);
+        assert_eq!(anon.inode, 0);
+        let bare = parse_line(b"7f2a10000000-7f2a10021000 rw-p 00000000 00:00 0").unwrap();
+        assert_eq!(bare.path, None);
+
+        let deleted =
+            parse_line(b"7f00-7f10 r-xp 00001000 08:01 77     /tmp/old lib.so (deleted)").unwrap();
+        assert_eq!(deleted.path, Some(b"/tmp/old lib.so".as_slice()));
+        assert!(deleted.deleted);
+
+        let vsyscall =
+            parse_line(b"ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0  [vsyscall]")
+                .unwrap();
+        assert_eq!(vsyscall.end, 0xffffffffff601000);
+        assert!(vsyscall.perms.executable() && !vsyscall.perms.readable());
+
+        let non_utf8 = parse_line(b"1000-2000 r-xp 00000000 08:01 5 /tmp/\xff\xfe.so").unwrap();
+        assert_eq!(non_utf8.path, Some(b"/tmp/\xff\xfe.so".as_slice()));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for line in [
+            b"".as_slice(),
+            b"   ",
+            b"hello world",
+            b"1000 r-xp 0 08:01 5 /x",
+            b"1000-zz r-xp 0 08:01 5 /x",
+            b"1000-2000 r-x 0 08:01 5 /x",
+            b"1000-2000 r-xp 0 08:01",
+            b"1000-2000 r-xp 0 08:01 inode /x",
+            b"1000-2000 r-xp 0x 08:01 5 /x",
+        ] {
+            assert_eq!(
+                parse_line(line),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn stack_regions_merge_filter_and_extend() {
+        let maps = b"\
+1000-2000 rw-p 00000000 00:00 0
+2000-3000 rw-p 00000000 00:00 0
+2800-3800 rw-p 00000000 00:00 0
+4000-5000 r--p 00000000 00:00 0
+5000-6000 rw-p 00000000 08:01 9 /data/file
+6000-7000 rw-s 00000000 00:00 0
+8000-9000 ---p 00000000 00:00 0
+10000-11000 rw-p 00000000 00:00 0 [heap]
+20000-21000 rw-p 00000000 00:00 0 [stack]
+garbage line
+";
+        let regions = stack_regions_from(maps, 0x4000);
+        assert_eq!(
+            regions,
+            vec![(0x1000, 0x3800), (0x6000, 0x7000), (0x1d000, 0x21000)]
+        );
+
+        // Extension stops at the mapping below (`[heap]`, not in the table).
+        let clamped = stack_regions_from(maps, 0x100000);
+        assert_eq!(clamped.last(), Some(&(0x11000, 0x21000)));
+
+        // ... and at the previous region of the table.
+        let maps = b"1000-2000 rw-p 00000000 00:00 0\n20000-21000 rw-p 00000000 00:00 0 [stack]\n";
+        assert_eq!(
+            stack_regions_from(maps, 1 << 30),
+            vec![(0x1000, 0x2000), (0x2000, 0x21000)]
+        );
+
+        // [stack] as the first region extends to 0 at most.
+        let first = stack_regions_from(b"3000-4000 rw-p 00000000 00:00 0 [stack]\n", 0x10000);
+        assert_eq!(first, vec![(0, 0x4000)]);
+    }
+
+    #[test]
+    fn object_lookup() {
+        let mapping = |start, limit| ObjectMapping {
+            start,
+            limit,
+            file_offset: 0,
+            path: "/x".into(),
+            build_id: None,
+            htlhash: None,
+        };
+        let maps = [
+            mapping(0x1000, 0x2000),
+            mapping(0x2000, 0x3000),
+            mapping(0x5000, 0x6000),
+        ];
+        assert_eq!(object_for(&maps, 0xfff), None);
+        assert_eq!(object_for(&maps, 0x1000), Some(0));
+        assert_eq!(object_for(&maps, 0x1fff), Some(0));
+        assert_eq!(object_for(&maps, 0x2000), Some(1));
+        assert_eq!(object_for(&maps, 0x3000), None);
+        assert_eq!(object_for(&maps, 0x5fff), Some(2));
+        assert_eq!(object_for(&maps, u64::MAX), None);
+        assert_eq!(object_for(&[], 0x1000), None);
+    }
+
+    #[inline(never)]
+    fn probe_in_text() -> u64 {
+        std::hint::black_box(7)
+    }
+
+    #[test]
+    fn finds_this_executable_with_a_build_id() {
+        let maps = read_object_mappings().unwrap();
+        assert!(maps.windows(2).all(|w| w[0].limit <= w[1].start));
+        let addr = (probe_in_text as fn() -> u64) as usize as u64;
+        let index = object_for(&maps, addr).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let mapping = &maps[index];
+        assert_eq!(Path::new(&mapping.path), exe.as_path());
+        let id = mapping
+            .build_id
+            .as_ref()
+            .expect("rustc/ld emit a GNU build id on Linux");
+        assert!(id.len() >= 8, "{id:?}");
+        assert_eq!(mapping.htlhash, None);
+
+        // libc is mapped and has a build id too; the vdso has none.
+        let libc_addr = libc_getpid_addr();
+        let libc_map = &maps[object_for(&maps, libc_addr).unwrap()];
+        assert!(libc_map.path.contains("libc"), "{}", libc_map.path);
+        if let Some(vdso) = maps.iter().find(|m| m.path == "[vdso]") {
+            assert!(vdso.is_pseudo());
+            assert_eq!(vdso.build_id, None);
+        }
+
+        // A second read hits the cache and gives the same answer (other
+        // tests may `dlopen` meanwhile, so only this object is compared).
+        let again = read_object_mappings().unwrap();
+        assert_eq!(again.get(object_for(&again, addr).unwrap()), Some(mapping));
+        assert_eq!(probe_in_text(), 7);
+    }
+
+    #[test]
+    fn stack_regions_hold_the_stack_pointer() {
+        let local = 0u64;
+        let sp = std::hint::black_box(&local) as *const u64 as u64;
+        let regions = read_stack_regions().unwrap();
+        assert!(regions.iter().all(|&(lo, hi)| lo < hi));
+        assert!(
+            regions.windows(2).all(|w| w[0].1 <= w[1].0),
+            "sorted, non-overlapping"
+        );
+        assert!(
+            regions.iter().any(|&(lo, hi)| lo <= sp && sp < hi),
+            "{sp:#x} not in {regions:x?}"
+        );
+
+        // The main thread's `[stack]` is covered and extended below its
+        // current bottom (unless clamped by a neighbour).
+        let maps = std::fs::read("/proc/self/maps").unwrap();
+        let stack = maps
+            .split(|&b| b == b'\n')
+            .filter_map(parse_line)
+            .find(|e| e.path == Some(b"[stack]".as_slice()));
+        if let Some(stack) = stack {
+            let region = regions
+                .iter()
+                .find(|&&(lo, hi)| lo <= stack.start && stack.end <= hi)
+                .unwrap();
+            let clamped = regions.iter().any(|&(_, hi)| hi == region.0);
+            assert!(
+                region.0 < stack.start || clamped,
+                "{region:x?} vs {stack:x?}"
+            );
+        }
+    }
+}
