@@ -256,11 +256,7 @@ fn ensure_region() -> Result<(), ControlError> {
 
 #[cfg(not(feature = "std"))]
 fn ensure_region() -> Result<(), ControlError> {
-    if REGION.is_initialised() {
-        Ok(())
-    } else {
-        Err(ControlError::NoRegion)
-    }
+    if REGION.is_initialised() { Ok(()) } else { Err(ControlError::NoRegion) }
 }
 
 /// Gives lowprof the memory where sampled blocks live (targets without std;

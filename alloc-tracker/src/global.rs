@@ -24,9 +24,7 @@ static SLOT: ThreadSlot = ThreadSlot::new();
 /// Allocation fast path (see `tls.rs`).
 #[inline(always)]
 pub(crate) fn on_alloc(size: usize) -> bool {
-    let left = COUNTDOWN
-        .load(Ordering::Relaxed)
-        .wrapping_sub(size as isize);
+    let left = COUNTDOWN.load(Ordering::Relaxed).wrapping_sub(size as isize);
     COUNTDOWN.store(left, Ordering::Relaxed);
     if left < 0 {
         return false;
@@ -69,25 +67,15 @@ pub(crate) fn visit(size: usize, enabled: bool, draw_mean: u64) -> Decision {
     let decision = if fired_mean == 0 {
         let gap = poisson::next_gap(&mut rng, draw_mean);
         if enabled && gap < size as u64 {
-            COUNTDOWN.store(
-                poisson::next_gap(&mut rng, draw_mean) as isize,
-                Ordering::Relaxed,
-            );
+            COUNTDOWN.store(poisson::next_gap(&mut rng, draw_mean) as isize, Ordering::Relaxed);
             Decision::Sample { mean: draw_mean }
         } else {
             COUNTDOWN.store(gap as isize - size as isize, Ordering::Relaxed);
             Decision::Pass
         }
     } else {
-        COUNTDOWN.store(
-            poisson::next_gap(&mut rng, draw_mean) as isize,
-            Ordering::Relaxed,
-        );
-        if enabled {
-            Decision::Sample { mean: fired_mean }
-        } else {
-            Decision::Pass
-        }
+        COUNTDOWN.store(poisson::next_gap(&mut rng, draw_mean) as isize, Ordering::Relaxed);
+        if enabled { Decision::Sample { mean: fired_mean } } else { Decision::Pass }
     };
     GAP_MEAN.store(draw_mean, Ordering::Relaxed);
     RNG.store(rng.state(), Ordering::Relaxed);

@@ -99,10 +99,7 @@ pub struct SampledAlloc<A> {
 impl<A> SampledAlloc<A> {
     /// Wraps `inner`, sampling on average once per 512 KiB allocated.
     pub const fn new(inner: A) -> Self {
-        Self {
-            inner,
-            mean: DEFAULT_MEAN_BYTES,
-        }
+        Self { inner, mean: DEFAULT_MEAN_BYTES }
     }
 
     /// Wraps `inner`, sampling on average once per `mean_bytes` allocated.

@@ -76,11 +76,7 @@ pub(crate) fn dealloc_sampled(ptr: *mut u8, layout: Layout) {
         return;
     }
     COUNTS.freed_samples.add(1);
-    let _ = RINGS.push(
-        thread::tid() as usize,
-        TAG_HEAP_FREE,
-        &[&[freed.block.sample_id]],
-    );
+    let _ = RINGS.push(thread::tid() as usize, TAG_HEAP_FREE, &[&[freed.block.sample_id]]);
     #[cfg(feature = "std")]
     if freed.slot_len >= RELEASE_MIN_BYTES {
         crate::os::release_pages(freed.slot_start, freed.slot_len);
@@ -275,21 +271,11 @@ fn record(block: SampledBlock, tracked: bool, fp: u64) {
         context: [0; 3],
         frames: stack.as_slice(),
     };
-    if RINGS
-        .push(
-            tid as usize,
-            TAG_HEAP_ALLOC,
-            &[&event.header_words(), stack.as_slice()],
-        )
-        .is_err()
+    if RINGS.push(tid as usize, TAG_HEAP_ALLOC, &[&event.header_words(), stack.as_slice()]).is_err()
     {
         COUNTS.dropped_samples.add(1);
-        COUNTS
-            .dropped_objects_x1024
-            .add((block.weight * 1024.0) as u64);
-        COUNTS
-            .dropped_bytes
-            .add((block.weight * block.size as f64) as u64);
+        COUNTS.dropped_objects_x1024.add((block.weight * 1024.0) as u64);
+        COUNTS.dropped_bytes.add((block.weight * block.size as f64) as u64);
     }
 }
 
@@ -305,11 +291,5 @@ fn count_free(size: usize) {
 #[inline(always)]
 unsafe fn inner_alloc<A: GlobalAlloc>(inner: &A, layout: Layout, zeroed: bool) -> *mut u8 {
     // SAFETY: forwarded contract.
-    unsafe {
-        if zeroed {
-            inner.alloc_zeroed(layout)
-        } else {
-            inner.alloc(layout)
-        }
-    }
+    unsafe { if zeroed { inner.alloc_zeroed(layout) } else { inner.alloc(layout) } }
 }

@@ -154,21 +154,15 @@ pub(crate) fn visit(size: usize, enabled: bool, draw_mean: u64) -> Decision {
                 // now, so this block is sampled if the first gap ends in it.
                 let gap = poisson::next_gap(&mut rng, draw_mean);
                 if enabled && gap < size as u64 {
-                    s.countdown
-                        .set(poisson::next_gap(&mut rng, draw_mean) as isize);
+                    s.countdown.set(poisson::next_gap(&mut rng, draw_mean) as isize);
                     Decision::Sample { mean: draw_mean }
                 } else {
                     s.countdown.set(gap as isize - size as isize);
                     Decision::Pass
                 }
             } else {
-                s.countdown
-                    .set(poisson::next_gap(&mut rng, draw_mean) as isize);
-                if enabled {
-                    Decision::Sample { mean: fired_mean }
-                } else {
-                    Decision::Pass
-                }
+                s.countdown.set(poisson::next_gap(&mut rng, draw_mean) as isize);
+                if enabled { Decision::Sample { mean: fired_mean } } else { Decision::Pass }
             };
             s.gap_mean.set(draw_mean);
             s.rng.set(rng.state());

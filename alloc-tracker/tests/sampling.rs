@@ -42,11 +42,7 @@ fn drain_all(into: &mut Drained) {
 }
 
 fn estimate_bytes(d: &Drained, size: u64) -> f64 {
-    d.allocs
-        .values()
-        .filter(|(s, _)| *s == size)
-        .map(|(s, w)| *s as f64 * w)
-        .sum()
+    d.allocs.values().filter(|(s, _)| *s == size).map(|(s, w)| *s as f64 * w).sum()
 }
 
 /// 4 standard errors of the Poisson byte-sampling estimator for `total`
@@ -59,9 +55,7 @@ fn four_sigma(total: f64, size: u64) -> f64 {
 
 #[inline(never)]
 fn allocate_blocks(count: usize, size: usize) -> Vec<Vec<u8>> {
-    (0..count)
-        .map(|_| std::hint::black_box(vec![1u8; size]))
-        .collect()
+    (0..count).map(|_| std::hint::black_box(vec![1u8; size])).collect()
 }
 
 #[test]
@@ -95,17 +89,11 @@ fn sampling_end_to_end() {
     // The live view holds exactly the sampled blocks we still hold.
     let mut live = 0usize;
     lowprof_alloc::for_each_live(|b| {
-        assert!(
-            d.allocs.contains_key(&b.sample_id) || b.size != 1024,
-            "unknown live sample"
-        );
+        assert!(d.allocs.contains_key(&b.sample_id) || b.size != 1024, "unknown live sample");
         live += 1;
     });
     let sampled_small = d.allocs.values().filter(|(s, _)| *s == 1024).count();
-    assert!(
-        live >= sampled_small,
-        "{live} live < {sampled_small} sampled"
-    );
+    assert!(live >= sampled_small, "{live} live < {sampled_small} sampled");
 
     // Free half of the small blocks: in-use estimate halves, frees arrive.
     let mut small = small;
@@ -142,9 +130,8 @@ fn sampling_end_to_end() {
     }
     // Threads that exit while their sampled blocks live on, freed later by
     // another thread.
-    let handles: Vec<_> = (0..8)
-        .map(|_| std::thread::spawn(|| allocate_blocks(2048, 4096)))
-        .collect();
+    let handles: Vec<_> =
+        (0..8).map(|_| std::thread::spawn(|| allocate_blocks(2048, 4096))).collect();
     let kept: Vec<Vec<Vec<u8>>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     drop(kept);
     drop(small);

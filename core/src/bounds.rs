@@ -100,10 +100,7 @@ impl<const N: usize> StackRegions<N> {
             }
             prev_hi = hi;
         }
-        if self
-            .writer
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
+        if self.writer.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err()
         {
             return Err(PublishError::Busy);
         }
@@ -181,10 +178,7 @@ impl<const N: usize> StackRegions<N> {
             Some(tp) => hi.min(tp),
             None => hi,
         };
-        Bounds {
-            lo: sp,
-            hi: hi.max(sp),
-        }
+        Bounds { lo: sp, hi: hi.max(sp) }
     }
 
     /// Walks that found their stack pointer in no region (a sign the table
@@ -221,10 +215,7 @@ impl<const N: usize> Default for StackRegions<N> {
 /// mapping); `None` for the main thread and elsewhere.
 #[inline(always)]
 fn thread_pointer_above(sp: u64) -> Option<u64> {
-    #[cfg(all(
-        target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let tp = crate::unwind::thread_pointer();
         if tp > sp && tp - sp <= (1 << 30) {
@@ -243,37 +234,12 @@ mod tests {
     fn publish_and_find() {
         let t: StackRegions<8> = StackRegions::new();
         assert_eq!(t.find(100), None);
-        t.publish(&[(0x1000, 0x2000), (0x3000, 0x5000), (0x9000, 0xa000)])
-            .unwrap();
-        assert_eq!(
-            t.find(0x1000),
-            Some(Bounds {
-                lo: 0x1000,
-                hi: 0x2000
-            })
-        );
-        assert_eq!(
-            t.find(0x1fff),
-            Some(Bounds {
-                lo: 0x1000,
-                hi: 0x2000
-            })
-        );
+        t.publish(&[(0x1000, 0x2000), (0x3000, 0x5000), (0x9000, 0xa000)]).unwrap();
+        assert_eq!(t.find(0x1000), Some(Bounds { lo: 0x1000, hi: 0x2000 }));
+        assert_eq!(t.find(0x1fff), Some(Bounds { lo: 0x1000, hi: 0x2000 }));
         assert_eq!(t.find(0x2000), None);
-        assert_eq!(
-            t.find(0x4abc),
-            Some(Bounds {
-                lo: 0x3000,
-                hi: 0x5000
-            })
-        );
-        assert_eq!(
-            t.find(0x9fff),
-            Some(Bounds {
-                lo: 0x9000,
-                hi: 0xa000
-            })
-        );
+        assert_eq!(t.find(0x4abc), Some(Bounds { lo: 0x3000, hi: 0x5000 }));
+        assert_eq!(t.find(0x9fff), Some(Bounds { lo: 0x9000, hi: 0xa000 }));
         assert_eq!(t.find(0xa000), None);
         assert_eq!(t.find(0xfff), None);
         assert_eq!(t.publish(&[(5, 4)]), Err(PublishError::Unsorted));

@@ -103,26 +103,13 @@ pub struct CpuSample<'a> {
 impl<'a> CpuSample<'a> {
     /// The words before the frames.
     pub fn header_words(&self) -> [u64; CPU_HEADER] {
-        [
-            self.thread,
-            self.weight,
-            self.flags,
-            self.context[0],
-            self.context[1],
-            self.context[2],
-        ]
+        [self.thread, self.weight, self.flags, self.context[0], self.context[1], self.context[2]]
     }
 
     /// Decodes a [`TAG_CPU`] payload.
     pub fn decode(words: &'a [u64]) -> Option<Self> {
         let (h, frames) = words.split_at_checked(CPU_HEADER)?;
-        Some(Self {
-            thread: h[0],
-            weight: h[1],
-            flags: h[2],
-            context: [h[3], h[4], h[5]],
-            frames,
-        })
+        Some(Self { thread: h[0], weight: h[1], flags: h[2], context: [h[3], h[4], h[5]], frames })
     }
 }
 

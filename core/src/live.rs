@@ -133,12 +133,8 @@ impl Region {
             base: AtomicUsize::new(0),
             sub_shift: AtomicUsize::new(0),
             classes: AtomicUsize::new(0),
-            class: [const {
-                Class {
-                    free: AtomicU64::new(0),
-                    bump: AtomicUsize::new(0),
-                }
-            }; MAX_CLASSES],
+            class: [const { Class { free: AtomicU64::new(0), bump: AtomicUsize::new(0) } };
+                MAX_CLASSES],
             exhausted: Counter::new(),
         }
     }
@@ -275,17 +271,12 @@ impl Region {
                 }
                 // A fresh slot: make sure a scan sees it as free even if the
                 // region's memory was not zero-filled.
-                self.header(self.slot_start(class, i))
-                    .sample_id
-                    .store(0, Ordering::Relaxed);
+                self.header(self.slot_start(class, i)).sample_id.store(0, Ordering::Relaxed);
                 i
             }
         };
         let slot_start = self.slot_start(class, index);
-        Some(NewSlot {
-            user: slot_start + pad,
-            slot_start,
-        })
+        Some(NewSlot { user: slot_start + pad, slot_start })
     }
 
     /// Makes a slot from [`Region::alloc`] live, as block `sample_id` (non-zero).
@@ -324,13 +315,7 @@ impl Region {
             weight: f64::from_bits(header.weight.load(Ordering::Relaxed)),
         };
         let index = (offset & ((1usize << sub_shift) - 1)) >> shift;
-        FreedSlot {
-            block,
-            slot_start,
-            slot_len: 1 << shift,
-            class,
-            index,
-        }
+        FreedSlot { block, slot_start, slot_len: 1 << shift, class, index }
     }
 
     /// Returns a slot freed by [`Region::free`] to its free list.
@@ -348,10 +333,7 @@ impl Region {
         }
         let classes = self.classes.load(Ordering::Relaxed);
         for class in 0..classes {
-            let carved = self.class[class]
-                .bump
-                .load(Ordering::Acquire)
-                .min(self.capacity(class));
+            let carved = self.class[class].bump.load(Ordering::Acquire).min(self.capacity(class));
             for index in 0..carved {
                 let header = self.header(self.slot_start(class, index));
                 let id = header.sample_id.load(Ordering::Acquire);
@@ -362,11 +344,7 @@ impl Region {
                 let weight = f64::from_bits(header.weight.load(Ordering::Relaxed));
                 fence(Ordering::Acquire);
                 if header.sample_id.load(Ordering::Relaxed) == id {
-                    f(SampledBlock {
-                        sample_id: id,
-                        size,
-                        weight,
-                    });
+                    f(SampledBlock { sample_id: id, size, weight });
                 }
             }
         }
@@ -386,10 +364,7 @@ impl Region {
         let classes = self.classes.load(Ordering::Relaxed);
         (0..classes)
             .map(|c| {
-                let n = self.class[c]
-                    .bump
-                    .load(Ordering::Relaxed)
-                    .min(self.capacity(c));
+                let n = self.class[c].bump.load(Ordering::Relaxed).min(self.capacity(c));
                 (n as u64) << (MIN_SLOT_SHIFT as usize + c)
             })
             .sum()
@@ -410,10 +385,7 @@ impl Region {
         let sub_shift = self.sub_shift.load(Ordering::Relaxed);
         let offset = slot_start - self.base.load(Ordering::Relaxed);
         let class = offset >> sub_shift;
-        (
-            class,
-            (offset & ((1usize << sub_shift) - 1)) >> (MIN_SLOT_SHIFT as usize + class),
-        )
+        (class, (offset & ((1usize << sub_shift) - 1)) >> (MIN_SLOT_SHIFT as usize + class))
     }
 
     fn header(&self, slot_start: usize) -> &Header {
@@ -435,10 +407,7 @@ impl Region {
             let index = top - 1;
             // May be stale if another thread pops concurrently; then the tag in
             // `head` has changed and the exchange below fails.
-            let next = self
-                .header(self.slot_start(class, index))
-                .link
-                .load(Ordering::Relaxed);
+            let next = self.header(self.slot_start(class, index)).link.load(Ordering::Relaxed);
             let tag = (head >> 32).wrapping_add(1);
             match list.compare_exchange_weak(
                 head,
@@ -565,9 +534,7 @@ impl<const N: usize> HugeTable<N> {
         if self.live.load(Ordering::Relaxed) == 0 || addr <= HUGE_BUSY {
             return false;
         }
-        self.entries
-            .iter()
-            .any(|e| e.addr.load(Ordering::Acquire) == addr)
+        self.entries.iter().any(|e| e.addr.load(Ordering::Acquire) == addr)
     }
 
     /// Calls `f` for every block in the table.
@@ -637,16 +604,8 @@ mod tests {
         assert_eq!(
             live,
             vec![
-                SampledBlock {
-                    sample_id: 1,
-                    size: 100,
-                    weight: 3.5
-                },
-                SampledBlock {
-                    sample_id: 2,
-                    size: 10,
-                    weight: 7.0
-                }
+                SampledBlock { sample_id: 1, size: 100, weight: 3.5 },
+                SampledBlock { sample_id: 2, size: 10, weight: 7.0 }
             ]
         );
         // Any interior pointer finds the slot; the user pointer is what frees.
@@ -681,10 +640,7 @@ mod tests {
         assert!(taken > 0);
         assert_eq!(r.exhausted(), 1);
         // SAFETY: never actually used: init must refuse.
-        assert_eq!(
-            unsafe { r.init(base, len) },
-            Err(RegionError::AlreadyInitialised)
-        );
+        assert_eq!(unsafe { r.init(base, len) }, Err(RegionError::AlreadyInitialised));
     }
 
     #[test]
@@ -732,11 +688,7 @@ mod tests {
     fn huge_table() {
         let t: HugeTable<2> = HugeTable::new();
         assert_eq!(t.remove(0x1000), None);
-        let blk = SampledBlock {
-            sample_id: 9,
-            size: 1 << 30,
-            weight: 1.0,
-        };
+        let blk = SampledBlock { sample_id: 9, size: 1 << 30, weight: 1.0 };
         assert!(t.insert(0x1000, blk));
         assert!(t.insert(0x2000, blk));
         assert!(!t.insert(0x3000, blk));

@@ -46,9 +46,7 @@ impl Rng {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^= z >> 31;
-        Self {
-            state: if z == 0 { 0x853c_49e6_748f_ea9b } else { z },
-        }
+        Self { state: if z == 0 { 0x853c_49e6_748f_ea9b } else { z } }
     }
 
     /// The next 64 random bits.
@@ -75,13 +73,7 @@ impl Rng {
 
     /// Rebuilds a generator from [`Rng::state`]'s value.
     pub const fn from_state(state: u64) -> Self {
-        Self {
-            state: if state == 0 {
-                0x853c_49e6_748f_ea9b
-            } else {
-                state
-            },
-        }
+        Self { state: if state == 0 { 0x853c_49e6_748f_ea9b } else { state } }
     }
 }
 
@@ -91,11 +83,7 @@ impl Rng {
 pub fn next_gap(rng: &mut Rng, mean: u64) -> u64 {
     let u = rng.next_open01();
     let gap = -libm::log(u) * mean as f64;
-    if gap >= MAX_GAP as f64 {
-        MAX_GAP
-    } else {
-        gap as u64
-    }
+    if gap >= MAX_GAP as f64 { MAX_GAP } else { gap as u64 }
 }
 
 /// Probability that a block of `size` bytes is sampled at mean interval `mean`.
@@ -109,11 +97,7 @@ pub fn sample_probability(size: u64, mean: u64) -> f64 {
 #[inline]
 pub fn sample_weight(size: u64, mean: u64) -> f64 {
     let p = sample_probability(size, mean);
-    if p > 0.0 {
-        (1.0 / p).max(1.0)
-    } else {
-        f64::MAX
-    }
+    if p > 0.0 { (1.0 / p).max(1.0) } else { f64::MAX }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -129,10 +113,7 @@ mod tests {
         let got = sum as f64 / n as f64;
         // Exponential: sd = mean, so the sample mean's sd is mean/sqrt(n).
         let tol = 4.0 * mean as f64 / (n as f64).sqrt();
-        assert!(
-            (got - mean as f64).abs() < tol,
-            "mean {got}, want {mean} ± {tol}"
-        );
+        assert!((got - mean as f64).abs() < tol, "mean {got}, want {mean} ± {tol}");
     }
 
     #[test]
@@ -154,10 +135,7 @@ mod tests {
         let p = sample_probability(size as u64, mean);
         let expect = p * n as f64;
         let sd = (n as f64 * p * (1.0 - p)).sqrt();
-        assert!(
-            (sampled as f64 - expect).abs() < 4.0 * sd,
-            "{sampled} vs {expect} ± {sd}"
-        );
+        assert!((sampled as f64 - expect).abs() < 4.0 * sd, "{sampled} vs {expect} ± {sd}");
     }
 
     #[test]

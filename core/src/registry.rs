@@ -184,16 +184,12 @@ impl<const N: usize> ThreadSlots<N> {
         }
         let t = slot.totals();
         for (acc, v) in
-            self.retired
-                .iter()
-                .zip([t.alloc_count, t.alloc_bytes, t.free_count, t.free_bytes])
+            self.retired.iter().zip([t.alloc_count, t.alloc_bytes, t.free_count, t.free_bytes])
         {
             acc.fetch_add(v, Ordering::Relaxed);
         }
         slot.reset();
-        slot.owner
-            .compare_exchange(owner, 0, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
+        slot.owner.compare_exchange(owner, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
     /// Exact totals over every slot, retired threads and the overflow slot.
@@ -253,12 +249,7 @@ mod tests {
         let before = table.totals();
         assert_eq!(
             before,
-            Totals {
-                alloc_count: 4,
-                alloc_bytes: 300,
-                free_count: 1,
-                free_bytes: 64
-            }
+            Totals { alloc_count: 4, alloc_bytes: 300, free_count: 1, free_bytes: 64 }
         );
         assert!(!table.retire(0, 99), "wrong owner must not retire");
         assert!(table.retire(0, 10));

@@ -179,10 +179,7 @@ impl<const WORDS: usize> Ring<WORDS> {
         }
         // Release: our reads are done before the producer may reuse the words.
         self.tail.store(at, Ordering::Release);
-        Some(Ok(Record {
-            tag,
-            words: &out[..len],
-        }))
+        Some(Ok(Record { tag, words: &out[..len] }))
     }
 }
 

@@ -16,11 +16,7 @@ pub struct Stack<const N: usize = MAX_FRAMES> {
 impl<const N: usize> Stack<N> {
     /// An empty stack.
     pub const fn new() -> Self {
-        Self {
-            len: 0,
-            truncated: false,
-            frames: [0; N],
-        }
+        Self { len: 0, truncated: false, frames: [0; N] }
     }
 
     /// Appends a frame; returns `false` (and marks the stack truncated) when full.
@@ -79,8 +75,6 @@ impl<const N: usize> Default for Stack<N> {
 
 impl<const N: usize> core::fmt::Debug for Stack<N> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_list()
-            .entries(self.as_slice().iter().map(|a| *a as *const u8))
-            .finish()
+        f.debug_list().entries(self.as_slice().iter().map(|a| *a as *const u8)).finish()
     }
 }

@@ -39,10 +39,7 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
@@ -84,13 +81,7 @@ fn parse_log(text: &str) -> Vec<Request> {
             let status = f.next()?.parse().ok()?;
             let bytes = f.next()?.parse().ok()?;
             let latency_us = f.next()?.parse().ok()?;
-            Some(Request {
-                user,
-                path,
-                status,
-                bytes,
-                latency_us,
-            })
+            Some(Request { user, path, status, bytes, latency_us })
         })
         .collect()
 }
@@ -167,10 +158,7 @@ fn worker(seed: u64, until: Instant, cache: Arc<Mutex<Vec<Vec<u8>>>>) -> u64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let seconds: u64 = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    let seconds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let profiler = lowprof::Profiler::builder().start()?;
 
     let until = Instant::now() + Duration::from_secs(seconds);
@@ -205,11 +193,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("Top functions by CPU:");
     let total_cpu = cpu.total(1).max(1);
     for t in cpu.top_sites("cpu", 8) {
-        println!(
-            "  {:>5.1}%  {}",
-            100.0 * t.value as f64 / total_cpu as f64,
-            t.name
-        );
+        println!("  {:>5.1}%  {}", 100.0 * t.value as f64 / total_cpu as f64, t.name);
     }
     let report = profiler.stop()?;
     let s = &report.stats;

@@ -1,13 +1,16 @@
 //! Aggregation on the drainer thread: raw records in, per-stack totals out.
 //!
 //! ```text
-//!  HEAP_ALLOC ─► stacks.intern(frames) = s ─► alloc[s] += (w, w·size)
-//!            └─► live[sample_id] = (s, size, w)          (unless untracked)
+//!  HEAP_ALLOC ─► stacks.intern(frames) = s ─► alloc[(s, size)] += (w, w·size)
+//!            └─► live[sample_id] = s                     (unless untracked)
 //!  HEAP_FREE  ─► live.remove(sample_id)
-//!  snapshot   ─► scan the region's live blocks ─► inuse[live[id].s] += (w, w·size)
+//!  snapshot   ─► scan the region's live blocks ─► inuse[(live[id], size)] += (w, w·size)
 //!                (blocks with no record: their record was dropped ─► `dropped`)
 //!  CPU        ─► cpu[(s, thread)] += weight
 //! ```
+//!
+//! Heap sums are kept per (stack, block size), as Go's heap profiles are:
+//! the size becomes the sample's `bytes` label.
 //!
 //! Each sample is unbiased on its own (its weight `w = 1/p(size)`) and only
 //! then summed: per-stack averaging of sizes before unbiasing is biased when
@@ -73,19 +76,26 @@ struct LiveSample {
     stack: StackId,
 }
 
+/// A heap sample's identity: stack and block size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct HeapKey {
+    pub stack: StackId,
+    pub size: u64,
+}
+
 /// Heap records, aggregated.
 #[derive(Default)]
 pub(crate) struct HeapAggregate {
     pub stacks: StackTable,
-    /// Allocations since the profiler started, per stack.
-    pub alloc: HashMap<StackId, Estimate>,
+    /// Allocations since the profiler started, per stack and size.
+    pub alloc: HashMap<HeapKey, Estimate>,
     live: HashMap<u64, LiveSample>,
 }
 
 /// The in-use heap at one moment.
 pub(crate) struct InUse {
-    /// Per stack.
-    pub by_stack: HashMap<StackId, Estimate>,
+    /// Per stack and size.
+    pub by_stack: HashMap<HeapKey, Estimate>,
     /// Live sampled blocks whose record was lost.
     pub unknown: Estimate,
 }
@@ -94,10 +104,8 @@ impl HeapAggregate {
     /// Adds one sampled allocation.
     pub(crate) fn add_alloc(&mut self, event: &HeapAlloc<'_>) {
         let stack = self.stacks.intern(event.frames);
-        self.alloc
-            .entry(stack)
-            .or_default()
-            .add(event.weight, event.size);
+        let key = HeapKey { stack, size: event.size };
+        self.alloc.entry(key).or_default().add(event.weight, event.size);
         if event.flags & FLAG_UNTRACKED == 0 {
             self.live.insert(event.sample_id, LiveSample { stack });
         }
@@ -117,16 +125,14 @@ impl HeapAggregate {
     /// The in-use heap given the blocks live now (from the region scan), and
     /// forgets samples that are no longer live.
     pub(crate) fn in_use(&mut self, live_now: &[SampledBlock]) -> InUse {
-        let mut by_stack: HashMap<StackId, Estimate> = HashMap::new();
+        let mut by_stack: HashMap<HeapKey, Estimate> = HashMap::new();
         let mut unknown = Estimate::default();
         let mut still_live: HashMap<u64, LiveSample> = HashMap::with_capacity(live_now.len());
         for block in live_now {
             match self.live.get(&block.sample_id) {
                 Some(&sample) => {
-                    by_stack
-                        .entry(sample.stack)
-                        .or_default()
-                        .add(block.weight, block.size);
+                    let key = HeapKey { stack: sample.stack, size: block.size };
+                    by_stack.entry(key).or_default().add(block.weight, block.size);
                     still_live.insert(block.sample_id, sample);
                 }
                 None => unknown.add(block.weight, block.size),
@@ -157,10 +163,7 @@ impl CpuAggregate {
     pub(crate) fn add(&mut self, sample: &CpuSample<'_>) {
         debug_assert!(sample.flags & FLAG_LEAF_IS_PC != 0 || sample.frames.is_empty());
         let stack = self.stacks.intern(sample.frames);
-        match self.periods.entry(CpuKey {
-            stack,
-            thread: sample.thread,
-        }) {
+        match self.periods.entry(CpuKey { stack, thread: sample.thread }) {
             Entry::Occupied(mut e) => *e.get_mut() += sample.weight.max(1),
             Entry::Vacant(e) => {
                 e.insert(sample.weight.max(1));
@@ -179,15 +182,7 @@ mod tests {
     use super::*;
 
     fn alloc(id: u64, size: u64, weight: f64, frames: &[u64], flags: u64) -> HeapAlloc<'_> {
-        HeapAlloc {
-            sample_id: id,
-            size,
-            weight,
-            thread: 1,
-            flags,
-            context: [0; 3],
-            frames,
-        }
+        HeapAlloc { sample_id: id, size, weight, thread: 1, flags, context: [0; 3], frames }
     }
 
     #[test]
@@ -198,43 +193,22 @@ mod tests {
         h.add_alloc(&alloc(3, 10, 8.0, &[30], FLAG_UNTRACKED));
         assert_eq!(h.stacks.len(), 2);
         let s = h.stacks.intern(&[10, 20]);
-        assert_eq!(
-            h.alloc[&s],
-            Estimate {
-                objects: 6.0,
-                bytes: 400.0
-            }
-        );
+        let at = |size| HeapKey { stack: s, size };
+        assert_eq!(h.alloc[&at(100)], Estimate { objects: 2.0, bytes: 200.0 });
+        assert_eq!(h.alloc[&at(50)], Estimate { objects: 4.0, bytes: 200.0 });
         assert_eq!(h.known_live(), 2);
         h.add_free(1);
         // Block 2 is live; block 9 is live but its record never arrived.
         let live = [
-            SampledBlock {
-                sample_id: 2,
-                size: 50,
-                weight: 4.0,
-            },
-            SampledBlock {
-                sample_id: 9,
-                size: 7,
-                weight: 1.0,
-            },
+            SampledBlock { sample_id: 2, size: 50, weight: 4.0 },
+            SampledBlock { sample_id: 9, size: 7, weight: 1.0 },
         ];
         let inuse = h.in_use(&live);
         assert_eq!(
-            inuse.by_stack[&s],
-            Estimate {
-                objects: 4.0,
-                bytes: 200.0
-            }
+            inuse.by_stack[&HeapKey { stack: s, size: 50 }],
+            Estimate { objects: 4.0, bytes: 200.0 }
         );
-        assert_eq!(
-            inuse.unknown,
-            Estimate {
-                objects: 1.0,
-                bytes: 7.0
-            }
-        );
+        assert_eq!(inuse.unknown, Estimate { objects: 1.0, bytes: 7.0 });
         // A sample the region no longer holds is forgotten.
         let inuse = h.in_use(&[]);
         assert!(inuse.by_stack.is_empty());
@@ -255,18 +229,9 @@ mod tests {
             });
         }
         let taken = c.take();
+        assert_eq!(taken.periods[&CpuKey { stack: 0, thread: 7 }], 4);
         assert_eq!(
-            taken.periods[&CpuKey {
-                stack: 0,
-                thread: 7
-            }],
-            4
-        );
-        assert_eq!(
-            taken.periods[&CpuKey {
-                stack: 0,
-                thread: 8
-            }],
+            taken.periods[&CpuKey { stack: 0, thread: 8 }],
             1,
             "weight is at least one period"
         );

@@ -55,10 +55,8 @@ pub(crate) fn assemble(
     synthetic: &[(&str, Vec<i64>)],
     trim_allocator: bool,
 ) -> Profile {
-    let mut lookups: Vec<u64> = samples
-        .iter()
-        .flat_map(|s| lookup_addresses(&s.frames, s.leaf_is_pc))
-        .collect();
+    let mut lookups: Vec<u64> =
+        samples.iter().flat_map(|s| lookup_addresses(&s.frames, s.leaf_is_pc)).collect();
     lookups.sort_unstable();
     lookups.dedup();
     symbolizer.resolve_all(&lookups);
@@ -75,9 +73,8 @@ pub(crate) fn assemble(
     };
     let mut out = Vec::with_capacity(samples.len() + synthetic.len());
     for sample in samples {
-        let mut locations: Vec<LocationIdx> = lookup_addresses(&sample.frames, sample.leaf_is_pc)
-            .map(|a| b.location(a))
-            .collect();
+        let mut locations: Vec<LocationIdx> =
+            lookup_addresses(&sample.frames, sample.leaf_is_pc).map(|a| b.location(a)).collect();
         if trim_allocator {
             let keep_from = locations
                 .iter()
@@ -96,22 +93,12 @@ pub(crate) fn assemble(
     }
     for (name, values) in synthetic {
         let location = b.synthetic_location(name);
-        out.push(Sample {
-            locations: vec![location],
-            values: values.clone(),
-            labels: Vec::new(),
-        });
+        out.push(Sample { locations: vec![location], values: values.clone(), labels: Vec::new() });
     }
-    let Builder {
-        locations,
-        functions,
-        mut mappings,
-        ..
-    } = b;
+    let Builder { locations, functions, mut mappings, .. } = b;
     for (m, mapping) in mappings.iter_mut().enumerate() {
-        let symbolized = locations
-            .iter()
-            .any(|l| l.mapping == Some(m as MappingIdx) && !l.lines.is_empty());
+        let symbolized =
+            locations.iter().any(|l| l.mapping == Some(m as MappingIdx) && !l.lines.is_empty());
         mapping.has_functions = symbolized;
         mapping.has_filenames = symbolized;
         mapping.has_line_numbers = symbolized;
@@ -135,13 +122,11 @@ pub(crate) fn assemble(
 /// The addresses to symbolize for a stack: the interrupted PC as is, return
 /// addresses minus one (so they fall inside the call, on the caller's line).
 fn lookup_addresses(frames: &[u64], leaf_is_pc: bool) -> impl Iterator<Item = u64> + '_ {
-    frames.iter().enumerate().map(move |(i, &a)| {
-        if i == 0 && leaf_is_pc {
-            a
-        } else {
-            a.saturating_sub(1)
-        }
-    })
+    frames.iter().enumerate().map(
+        move |(i, &a)| {
+            if i == 0 && leaf_is_pc { a } else { a.saturating_sub(1) }
+        },
+    )
 }
 
 struct Builder<'s> {
@@ -178,11 +163,7 @@ impl Builder<'_> {
                 line: i64::from(f.line),
             })
             .collect();
-        Location {
-            address,
-            mapping,
-            lines,
-        }
+        Location { address, mapping, lines }
     }
 
     fn synthetic_location(&mut self, name: &str) -> LocationIdx {
@@ -229,10 +210,7 @@ impl Builder<'_> {
             limit: m.map_or(0, |m| m.limit),
             file_offset: m.map_or(0, |m| m.file_offset),
             filename: m.map_or_else(String::new, |m| m.path.clone()),
-            build_id: m
-                .and_then(|m| m.build_id.as_deref())
-                .map(hex)
-                .unwrap_or_default(),
+            build_id: m.and_then(|m| m.build_id.as_deref()).map(hex).unwrap_or_default(),
             has_functions: false,
             has_filenames: false,
             has_line_numbers: false,
@@ -287,9 +265,7 @@ impl Builder<'_> {
         let Some(line) = location.lines.last() else {
             return false;
         };
-        self.functions
-            .get(line.function as usize)
-            .is_some_and(|f| is_allocator_function(&f.name))
+        self.functions.get(line.function as usize).is_some_and(|f| is_allocator_function(&f.name))
     }
 }
 
@@ -310,12 +286,10 @@ pub(crate) fn is_allocator_function(name: &str) -> bool {
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 #[cfg(test)]
@@ -334,12 +308,9 @@ mod tests {
         ] {
             assert!(is_allocator_function(name), "{name}");
         }
-        for name in [
-            "alloc::raw_vec::RawVec<T,A>::grow_one",
-            "my_app::load",
-            "main",
-            "alloc::alloc::alloc",
-        ] {
+        for name in
+            ["alloc::raw_vec::RawVec<T,A>::grow_one", "my_app::load", "main", "alloc::alloc::alloc"]
+        {
             assert!(!is_allocator_function(name), "{name}");
         }
     }
@@ -378,13 +349,7 @@ mod tests {
                 labels: vec![],
             },
         ];
-        let p = assemble(
-            &mut sym,
-            header,
-            &samples,
-            &[(DROPPED_FRAME, vec![5])],
-            false,
-        );
+        let p = assemble(&mut sym, header, &samples, &[(DROPPED_FRAME, vec![5])], false);
         assert_eq!(p.samples.len(), 3);
         // pc as the leaf and pc (= return address, looked up at pc - 1) differ.
         assert_eq!(p.samples[0].locations.len(), 2);
@@ -392,9 +357,7 @@ mod tests {
         let names = p.stack_names(&p.samples[1]);
         assert!(names[0].ends_with("probe"), "{names:?}");
         assert_eq!(p.stack_names(&p.samples[2]), vec![DROPPED_FRAME]);
-        let m = p.locations[p.samples[1].locations[0] as usize]
-            .mapping
-            .unwrap();
+        let m = p.locations[p.samples[1].locations[0] as usize].mapping.unwrap();
         assert!(p.mappings[m as usize].has_functions);
         assert!(!p.mappings[m as usize].filename.is_empty());
     }

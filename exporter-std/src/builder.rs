@@ -104,31 +104,14 @@ mod tests {
 
     #[test]
     fn validation_states_the_range() {
-        let e = ProfilerBuilder::default()
-            .heap_interval(0)
-            .validate()
-            .unwrap_err();
+        let e = ProfilerBuilder::default().heap_interval(0).validate().unwrap_err();
         assert!(matches!(e, Error::InvalidHeapInterval { bytes: 0 }));
         assert!(e.to_string().contains("1..=1099511627776"), "{e}");
-        let e = ProfilerBuilder::default()
-            .heap_interval(u64::MAX)
-            .validate()
-            .unwrap_err();
+        let e = ProfilerBuilder::default().heap_interval(u64::MAX).validate().unwrap_err();
         assert!(matches!(e, Error::InvalidHeapInterval { .. }));
-        let e = ProfilerBuilder::default()
-            .cpu_hz(5000)
-            .validate()
-            .unwrap_err();
+        let e = ProfilerBuilder::default().cpu_hz(5000).validate().unwrap_err();
         assert!(e.to_string().contains("1..=1000"), "{e}");
-        ProfilerBuilder::default()
-            .cpu_hz(0)
-            .heap_interval(1)
-            .validate()
-            .unwrap();
-        ProfilerBuilder::default()
-            .cpu_hz(1000)
-            .heap_interval(1 << 40)
-            .validate()
-            .unwrap();
+        ProfilerBuilder::default().cpu_hz(0).heap_interval(1).validate().unwrap();
+        ProfilerBuilder::default().cpu_hz(1000).heap_interval(1 << 40).validate().unwrap();
     }
 }

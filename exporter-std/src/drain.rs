@@ -50,14 +50,7 @@ impl State {
 
     /// Moves every queued record into the aggregates.
     pub(crate) fn drain(&mut self, heap: bool, cpu: bool) {
-        let State {
-            heap: heap_agg,
-            cpu: cpu_agg,
-            heap_scratch,
-            cpu_scratch,
-            records,
-            ..
-        } = self;
+        let State { heap: heap_agg, cpu: cpu_agg, heap_scratch, cpu_scratch, records, .. } = self;
         if heap {
             let n = lowprof_alloc::drain(heap_scratch, |event| match event {
                 HeapEvent::Alloc(alloc) => heap_agg.add_alloc(&alloc),
@@ -122,9 +115,8 @@ fn retire_exited_threads() {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return;
     };
-    let alive: HashSet<u64> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
+    let alive: HashSet<u64> =
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
     if alive.is_empty() {
         return;
     }

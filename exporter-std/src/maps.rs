@@ -137,10 +137,7 @@ pub fn read_stack_regions() -> io::Result<Vec<(u64, u64)>> {
 pub fn object_for(mappings: &[ObjectMapping], addr: u64) -> Option<usize> {
     let after = mappings.partition_point(|m| m.start <= addr);
     let index = after.checked_sub(1)?;
-    mappings
-        .get(index)
-        .filter(|m| m.contains(addr))
-        .map(|_| index)
+    mappings.get(index).filter(|m| m.contains(addr)).map(|_| index)
 }
 
 /// Computes the stack-region table from the raw text of a maps file, with
@@ -150,14 +147,8 @@ fn stack_regions_from(maps: &[u8], limit: u64) -> Vec<(u64, u64)> {
     let entries: Vec<MapsEntry<'_>> = maps.split(|&b| b == b'\n').filter_map(parse_line).collect();
     // The main stack can grow down only until it meets another mapping (the
     // kernel even keeps a guard gap); never claim memory below that.
-    let floor_below = |start: u64| {
-        entries
-            .iter()
-            .filter(|e| e.end <= start)
-            .map(|e| e.end)
-            .max()
-            .unwrap_or(0)
-    };
+    let floor_below =
+        |start: u64| entries.iter().filter(|e| e.end <= start).map(|e| e.end).max().unwrap_or(0);
     let mut regions: Vec<(u64, u64, bool)> = Vec::new();
     for entry in &entries {
         if !(entry.perms.readable() && entry.perms.writable()) || entry.start >= entry.end {
@@ -205,10 +196,7 @@ fn stack_regions_from(maps: &[u8], limit: u64) -> Vec<(u64, u64)> {
 fn stack_limit() -> u64 {
     const CAP: u64 = 1 << 30;
     const FALLBACK: u64 = 8 << 20;
-    let mut rlim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut rlim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: `getrlimit` only writes the `rlimit` we pass, which is a valid,
     // exclusively borrowed local.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut rlim) };
@@ -263,10 +251,7 @@ fn field(s: &[u8]) -> Option<(&[u8], &[u8])> {
     if s.is_empty() {
         return None;
     }
-    let end = s
-        .iter()
-        .position(|&b| b == b' ' || b == b'\t')
-        .unwrap_or(s.len());
+    let end = s.iter().position(|&b| b == b' ' || b == b'\t').unwrap_or(s.len());
     Some(s.split_at(end))
 }
 
@@ -297,16 +282,7 @@ fn parse_line(line: &[u8]) -> Option<MapsEntry<'_>> {
         None => (path, false),
     };
     let path = (!path.is_empty()).then_some(path);
-    Some(MapsEntry {
-        start,
-        end,
-        perms,
-        offset,
-        dev,
-        inode,
-        path,
-        deleted,
-    })
+    Some(MapsEntry { start, end, perms, offset, dev, inode, path, deleted })
 }
 
 /// A cached build-id lookup: the file's identity and its id.
@@ -330,9 +306,8 @@ fn build_id_for(entry: &MapsEntry<'_>, path: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let mut cache = BUILD_IDS.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(hit) = cache
-        .iter()
-        .find(|c| c.inode == entry.inode && c.dev == entry.dev && c.path == path)
+    if let Some(hit) =
+        cache.iter().find(|c| c.inode == entry.inode && c.dev == entry.dev && c.path == path)
     {
         return hit.build_id.clone();
     }
@@ -437,12 +412,7 @@ mod tests {
             b"1000-2000 r-xp 0 08:01 inode /x",
             b"1000-2000 r-xp 0x 08:01 5 /x",
         ] {
-            assert_eq!(
-                parse_line(line),
-                None,
-                "{:?}",
-                String::from_utf8_lossy(line)
-            );
+            assert_eq!(parse_line(line), None, "{:?}", String::from_utf8_lossy(line));
         }
     }
 
@@ -461,10 +431,7 @@ mod tests {
 garbage line
 ";
         let regions = stack_regions_from(maps, 0x4000);
-        assert_eq!(
-            regions,
-            vec![(0x1000, 0x3800), (0x6000, 0x7000), (0x1d000, 0x21000)]
-        );
+        assert_eq!(regions, vec![(0x1000, 0x3800), (0x6000, 0x7000), (0x1d000, 0x21000)]);
 
         // Extension stops at the mapping below (`[heap]`, not in the table).
         let clamped = stack_regions_from(maps, 0x100000);
@@ -472,10 +439,7 @@ garbage line
 
         // ... and at the previous region of the table.
         let maps = b"1000-2000 rw-p 00000000 00:00 0\n20000-21000 rw-p 00000000 00:00 0 [stack]\n";
-        assert_eq!(
-            stack_regions_from(maps, 1 << 30),
-            vec![(0x1000, 0x2000), (0x2000, 0x21000)]
-        );
+        assert_eq!(stack_regions_from(maps, 1 << 30), vec![(0x1000, 0x2000), (0x2000, 0x21000)]);
 
         // [stack] as the first region extends to 0 at most.
         let first = stack_regions_from(b"3000-4000 rw-p 00000000 00:00 0 [stack]\n", 0x10000);
@@ -492,11 +456,7 @@ garbage line
             build_id: None,
             htlhash: None,
         };
-        let maps = [
-            mapping(0x1000, 0x2000),
-            mapping(0x2000, 0x3000),
-            mapping(0x5000, 0x6000),
-        ];
+        let maps = [mapping(0x1000, 0x2000), mapping(0x2000, 0x3000), mapping(0x5000, 0x6000)];
         assert_eq!(object_for(&maps, 0xfff), None);
         assert_eq!(object_for(&maps, 0x1000), Some(0));
         assert_eq!(object_for(&maps, 0x1fff), Some(0));
@@ -521,10 +481,7 @@ garbage line
         let exe = std::env::current_exe().unwrap();
         let mapping = &maps[index];
         assert_eq!(Path::new(&mapping.path), exe.as_path());
-        let id = mapping
-            .build_id
-            .as_ref()
-            .expect("rustc/ld emit a GNU build id on Linux");
+        let id = mapping.build_id.as_ref().expect("rustc/ld emit a GNU build id on Linux");
         assert!(id.len() >= 8, "{id:?}");
         assert_eq!(mapping.htlhash, None);
 
@@ -550,14 +507,8 @@ garbage line
         let sp = std::hint::black_box(&local) as *const u64 as u64;
         let regions = read_stack_regions().unwrap();
         assert!(regions.iter().all(|&(lo, hi)| lo < hi));
-        assert!(
-            regions.windows(2).all(|w| w[0].1 <= w[1].0),
-            "sorted, non-overlapping"
-        );
-        assert!(
-            regions.iter().any(|&(lo, hi)| lo <= sp && sp < hi),
-            "{sp:#x} not in {regions:x?}"
-        );
+        assert!(regions.windows(2).all(|w| w[0].1 <= w[1].0), "sorted, non-overlapping");
+        assert!(regions.iter().any(|&(lo, hi)| lo <= sp && sp < hi), "{sp:#x} not in {regions:x?}");
 
         // The main thread's `[stack]` is covered and extended below its
         // current bottom (unless clamped by a neighbour).
@@ -567,15 +518,10 @@ garbage line
             .filter_map(parse_line)
             .find(|e| e.path == Some(b"[stack]".as_slice()));
         if let Some(stack) = stack {
-            let region = regions
-                .iter()
-                .find(|&&(lo, hi)| lo <= stack.start && stack.end <= hi)
-                .unwrap();
+            let region =
+                regions.iter().find(|&&(lo, hi)| lo <= stack.start && stack.end <= hi).unwrap();
             let clamped = regions.iter().any(|&(_, hi)| hi == region.0);
-            assert!(
-                region.0 < stack.start || clamped,
-                "{region:x?} vs {stack:x?}"
-            );
+            assert!(region.0 < stack.start || clamped, "{region:x?} vs {stack:x?}");
         }
     }
 }

@@ -30,18 +30,13 @@ impl Profile {
     /// partial file is left on error).
     pub fn write_pprof(&self, path: impl AsRef<Path>) -> Result<(), Error> {
         let path = path.as_ref();
-        pprof::write_file(self, path).map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
-        })
+        pprof::write_file(self, path).map_err(|source| Error::Io { path: path.to_owned(), source })
     }
 
     /// Writes a flamegraph SVG of the default sample type (`inuse_space` for
     /// heap profiles, `cpu` for CPU profiles).
     pub fn write_flamegraph(&self, path: impl AsRef<Path>) -> Result<(), Error> {
-        let index = self
-            .default_sample_type
-            .unwrap_or(self.sample_types.len().saturating_sub(1));
+        let index = self.default_sample_type.unwrap_or(self.sample_types.len().saturating_sub(1));
         self.write_flamegraph_at(index, path.as_ref())
     }
 
@@ -60,15 +55,10 @@ impl Profile {
     }
 
     fn write_flamegraph_at(&self, index: usize, path: &Path) -> Result<(), Error> {
-        let kind = self
-            .sample_types
-            .get(index)
-            .map_or("", |t| t.r#type.as_str());
+        let kind = self.sample_types.get(index).map_or("", |t| t.r#type.as_str());
         let title = format!("lowprof {kind}");
-        flamegraph::write_svg(self, index, &title, path).map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
-        })
+        flamegraph::write_svg(self, index, &title, path)
+            .map_err(|source| Error::Io { path: path.to_owned(), source })
     }
 
     /// The `n` largest allocation sites (or CPU consumers) by `sample_type`.
@@ -86,19 +76,13 @@ impl Profile {
                 continue;
             }
             let names = self.stack_names(sample);
-            let site = names
-                .iter()
-                .copied()
-                .find(|n| !is_library_frame(n))
-                .or(names.first().copied());
+            let site =
+                names.iter().copied().find(|n| !is_library_frame(n)).or(names.first().copied());
             *by_site.entry(site.unwrap_or("??")).or_default() += value;
         }
         let mut top: Vec<TopEntry> = by_site
             .into_iter()
-            .map(|(name, value)| TopEntry {
-                name: name.to_owned(),
-                value,
-            })
+            .map(|(name, value)| TopEntry { name: name.to_owned(), value })
             .collect();
         top.sort_by(|a, b| b.value.cmp(&a.value).then_with(|| a.name.cmp(&b.name)));
         top.truncate(n);
@@ -108,14 +92,7 @@ impl Profile {
 
 fn is_library_frame(name: &str) -> bool {
     let name = name.trim_start_matches('<');
-    [
-        "std::",
-        "core::",
-        "alloc::",
-        "hashbrown::",
-        "__rust",
-        "__rustc::",
-    ]
-    .iter()
-    .any(|p| name.starts_with(p))
+    ["std::", "core::", "alloc::", "hashbrown::", "__rust", "__rustc::"]
+        .iter()
+        .any(|p| name.starts_with(p))
 }

@@ -84,9 +84,7 @@ pub fn write_file(profile: &Profile, path: &Path) -> io::Result<()> {
 pub fn decode(bytes: &[u8]) -> Result<Profile, DecodeError> {
     let message = if bytes.starts_with(&GZIP_MAGIC) {
         let mut raw = Vec::new();
-        GzDecoder::new(bytes)
-            .read_to_end(&mut raw)
-            .map_err(DecodeError::Gzip)?;
+        GzDecoder::new(bytes).read_to_end(&mut raw).map_err(DecodeError::Gzip)?;
         proto::Profile::decode(raw.as_slice())
     } else {
         proto::Profile::decode(bytes)
@@ -166,15 +164,8 @@ impl fmt::Display for DecodeError {
             Self::BadId { table, id } => write!(f, "{table} id {id} is 0 or duplicated"),
             Self::UnknownId { table, id } => write!(f, "no {table} has id {id}"),
             Self::TooLarge(table) => write!(f, "too many {table}s for u32 indices"),
-            Self::ValueCount {
-                sample,
-                values,
-                types,
-            } => {
-                write!(
-                    f,
-                    "sample {sample} has {values} values for {types} sample types"
-                )
+            Self::ValueCount { sample, values, types } => {
+                write!(f, "sample {sample} has {values} values for {types} sample types")
             }
             Self::Time(nanos) => write!(f, "time_nanos {nanos} is out of range"),
         }

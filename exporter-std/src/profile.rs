@@ -44,10 +44,7 @@ pub struct ValueType {
 impl ValueType {
     /// Builds a value type.
     pub fn new(r#type: &str, unit: &str) -> Self {
-        Self {
-            r#type: r#type.to_owned(),
-            unit: unit.to_owned(),
-        }
+        Self { r#type: r#type.to_owned(), unit: unit.to_owned() }
     }
 }
 
@@ -180,10 +177,7 @@ impl Profile {
 
     /// Sum of values of sample type `index` over all samples.
     pub fn total(&self, index: usize) -> i64 {
-        self.samples
-            .iter()
-            .filter_map(|s| s.values.get(index))
-            .sum()
+        self.samples.iter().filter_map(|s| s.values.get(index)).sum()
     }
 
     /// The function names of a sample's stack, leaf first, inlined frames

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime};
 
-use crate::aggregate::{CpuKey, StackId};
+use crate::aggregate::{CpuKey, HeapKey};
 use crate::assemble::{DROPPED_FRAME, Header, RawSample};
 use crate::builder::ProfilerBuilder;
 use crate::drain::{self, State, lock};
@@ -102,10 +102,7 @@ impl Profiler {
 
     pub(crate) fn start(config: ProfilerBuilder) -> Result<Profiler, Error> {
         config.validate()?;
-        if RUNNING
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
+        if RUNNING.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return Err(Error::AlreadyRunning);
         }
         match Self::start_running(config) {
@@ -125,10 +122,7 @@ impl Profiler {
             lowprof_alloc::start(config.heap_interval).map_err(Error::Heap)?;
         }
         if config.cpu_hz > 0 {
-            let cpu = lowprof_sampler::Config {
-                hz: config.cpu_hz,
-                mode: config.cpu_timer,
-            };
+            let cpu = lowprof_sampler::Config { hz: config.cpu_hz, mode: config.cpu_timer };
             if let Err(e) = lowprof_sampler::start(cpu) {
                 lowprof_alloc::stop();
                 return Err(Error::Cpu(e));
@@ -154,11 +148,7 @@ impl Profiler {
             .name("lowprof-drain".into())
             .spawn(move || drain::run(for_thread));
         match drainer {
-            Ok(handle) => Ok(Profiler {
-                shared,
-                drainer: Some(handle),
-                symbolizer,
-            }),
+            Ok(handle) => Ok(Profiler { shared, drainer: Some(handle), symbolizer }),
             Err(e) => {
                 shared.stop_sampling();
                 Err(Error::Spawn(e))
@@ -183,7 +173,7 @@ impl Profiler {
             state.drain(true, config.cpu_hz > 0);
             lowprof_alloc::for_each_live(|block| live.push(block));
             let in_use = state.heap.in_use(&live);
-            let mut by_stack: hashbrown::HashMap<StackId, [f64; 4]> = hashbrown::HashMap::new();
+            let mut by_stack: hashbrown::HashMap<HeapKey, [f64; 4]> = hashbrown::HashMap::new();
             for (&s, e) in &state.heap.alloc {
                 let v = by_stack.entry(s).or_default();
                 v[0] += e.objects;
@@ -201,10 +191,12 @@ impl Profiler {
                 in_use.unknown.objects,
                 in_use.unknown.bytes,
             ];
-            let mut stacks = Vec::with_capacity(by_stack.len());
-            let mut values = Vec::with_capacity(by_stack.len());
-            for (s, v) in by_stack {
-                stacks.push(state.heap.stacks.get(s).to_vec());
+            let mut keys: Vec<(HeapKey, [f64; 4])> = by_stack.into_iter().collect();
+            keys.sort_unstable_by_key(|(k, _)| (k.stack, k.size));
+            let mut stacks = Vec::with_capacity(keys.len());
+            let mut values = Vec::with_capacity(keys.len());
+            for (key, v) in keys {
+                stacks.push((state.heap.stacks.get(key.stack).to_vec(), key.size));
                 values.push(v.map(round));
             }
             (stacks, values, dropped.map(round))
@@ -213,11 +205,14 @@ impl Profiler {
         let samples: Vec<RawSample> = stacks
             .into_iter()
             .zip(values)
-            .map(|(frames, v)| RawSample {
+            .map(|((frames, size), v)| RawSample {
                 frames,
                 leaf_is_pc: false,
                 values: v.to_vec(),
-                labels: vec![],
+                labels: vec![Label {
+                    key: "bytes".into(),
+                    value: LabelValue::Num { value: size as i64, unit: "bytes".into() },
+                }],
             })
             .collect();
         let synthetic: Vec<(&'static str, Vec<i64>)> = if dropped.iter().any(|&v| v != 0) {
@@ -243,20 +238,11 @@ impl Profiler {
                 env!("CARGO_PKG_VERSION"),
                 stats.samples,
                 stats.dropped_samples,
-                if stats.dropped_samples > 0 {
-                    "counted in"
-                } else {
-                    "none in"
-                },
+                if stats.dropped_samples > 0 { "counted in" } else { "none in" },
                 stats.untracked_samples
             )],
         };
-        self.symbolizer.build(Job {
-            header,
-            samples,
-            synthetic,
-            trim_allocator: true,
-        })
+        self.symbolizer.build(Job { header, samples, synthetic, trim_allocator: true })
     }
 
     /// The CPU profile since the profiler started or since the last call:
@@ -290,10 +276,7 @@ impl Profiler {
             })
             .collect();
         let synthetic: Vec<(&'static str, Vec<i64>)> = if dropped > 0 {
-            vec![(
-                DROPPED_FRAME,
-                vec![dropped as i64, (dropped as i64).saturating_mul(period)],
-            )]
+            vec![(DROPPED_FRAME, vec![dropped as i64, (dropped as i64).saturating_mul(period)])]
         } else {
             vec![]
         };
@@ -315,12 +298,7 @@ impl Profiler {
                 dropped
             )],
         };
-        self.symbolizer.build(Job {
-            header,
-            samples,
-            synthetic,
-            trim_allocator: false,
-        })
+        self.symbolizer.build(Job { header, samples, synthetic, trim_allocator: false })
     }
 
     /// Current counters.
@@ -345,16 +323,8 @@ impl Profiler {
         } else {
             None
         };
-        let cpu = if config.cpu_hz > 0 {
-            Some(self.cpu_profile()?)
-        } else {
-            None
-        };
-        Ok(Report {
-            heap,
-            cpu,
-            stats: self.stats(),
-        })
+        let cpu = if config.cpu_hz > 0 { Some(self.cpu_profile()?) } else { None };
+        Ok(Report { heap, cpu, stats: self.stats() })
     }
 
     /// Stops the samplers and the drainer; idempotent.
@@ -380,10 +350,7 @@ impl std::fmt::Debug for Profiler {
         f.debug_struct("Profiler")
             .field("heap", &self.shared.config.heap)
             .field("cpu_hz", &self.shared.config.cpu_hz)
-            .field(
-                "sampling_stopped",
-                &self.shared.sampling_stopped.load(Ordering::Relaxed),
-            )
+            .field("sampling_stopped", &self.shared.sampling_stopped.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -391,16 +358,10 @@ impl std::fmt::Debug for Profiler {
 fn thread_labels(tid: u64) -> Vec<Label> {
     let mut labels = vec![Label {
         key: "thread_id".into(),
-        value: LabelValue::Num {
-            value: tid as i64,
-            unit: String::new(),
-        },
+        value: LabelValue::Num { value: tid as i64, unit: String::new() },
     }];
     if let Some(name) = lowprof_sampler::thread_name(tid) {
-        labels.push(Label {
-            key: "thread_name".into(),
-            value: LabelValue::Str(name),
-        });
+        labels.push(Label { key: "thread_name".into(), value: LabelValue::Str(name) });
     }
     labels
 }

@@ -122,13 +122,7 @@ impl Symbolizer {
             .enable_demangling(false)
             .enable_auto_reload(false)
             .build();
-        let mut this = Self {
-            blaze,
-            raw,
-            mappings: Vec::new(),
-            cache: HashMap::new(),
-            batches: 0,
-        };
+        let mut this = Self { blaze, raw, mappings: Vec::new(), cache: HashMap::new(), batches: 0 };
         this.mappings = read_object_mappings().unwrap_or_default();
         this.snapshot_vmas();
         this
@@ -179,11 +173,8 @@ impl Symbolizer {
     /// outside every executable mapping, and addresses blazesym cannot
     /// resolve, get empty `frames`; this never fails.
     pub fn resolve_all(&mut self, addrs: &[u64]) {
-        let mut todo: Vec<u64> = addrs
-            .iter()
-            .copied()
-            .filter(|a| !self.cache.contains_key(a))
-            .collect();
+        let mut todo: Vec<u64> =
+            addrs.iter().copied().filter(|a| !self.cache.contains_key(a)).collect();
         if todo.is_empty() {
             return;
         }
@@ -210,13 +201,9 @@ impl Symbolizer {
         self.batches += 1;
         // An error for the whole batch (maps unreadable, …) leaves every
         // address unknown rather than failing the export.
-        let full = self
-            .blaze
-            .symbolize(&process_source(true), Input::AbsAddr(&query));
+        let full = self.blaze.symbolize(&process_source(true), Input::AbsAddr(&query));
         let full = full.unwrap_or_default();
-        let raw = self
-            .raw
-            .symbolize(&process_source(false), Input::AbsAddr(&query));
+        let raw = self.raw.symbolize(&process_source(false), Input::AbsAddr(&query));
         let raw = raw.unwrap_or_default();
 
         for (i, (&addr, &mapping)) in query.iter().zip(&query_maps).enumerate() {
@@ -228,13 +215,7 @@ impl Symbolizer {
                 Some(Symbolized::Sym(sym)) => frames_of(sym, raw_name),
                 _ => Vec::new(),
             };
-            self.cache.insert(
-                addr,
-                Resolved {
-                    mapping: Some(mapping),
-                    frames,
-                },
-            );
+            self.cache.insert(addr, Resolved { mapping: Some(mapping), frames });
         }
     }
 
@@ -306,43 +287,25 @@ fn frames_of(sym: &Sym<'_>, raw_name: Option<&str>) -> Vec<SymFrame> {
     for inlined in sym.inlined.iter().rev() {
         let function = function_name(&inlined.name);
         let (file, line) = location(inlined.code_info.as_ref());
-        frames.push(SymFrame {
-            system_name: function.clone(),
-            function,
-            file,
-            line,
-        });
+        frames.push(SymFrame { system_name: function.clone(), function, file, line });
     }
     let function = function_name(&sym.name);
-    let system_name = raw_name
-        .filter(|n| !n.is_empty())
-        .map_or_else(|| function.clone(), str::to_owned);
+    let system_name =
+        raw_name.filter(|n| !n.is_empty()).map_or_else(|| function.clone(), str::to_owned);
     let (file, line) = location(sym.code_info.as_deref());
-    frames.push(SymFrame {
-        function,
-        system_name,
-        file,
-        line,
-    });
+    frames.push(SymFrame { function, system_name, file, line });
     frames
 }
 
 /// A display name: the demangled name without a Rust hash, `??` if empty.
 fn function_name(name: &str) -> String {
-    if name.is_empty() {
-        "??".to_owned()
-    } else {
-        strip_rust_hash(name).to_owned()
-    }
+    if name.is_empty() { "??".to_owned() } else { strip_rust_hash(name).to_owned() }
 }
 
 /// File path and line of a code location; `("", 0)` if unknown.
 fn location(info: Option<&CodeInfo<'_>>) -> (String, u32) {
     match info {
-        Some(info) => (
-            info.to_path().to_string_lossy().into_owned(),
-            info.line.unwrap_or(0),
-        ),
+        Some(info) => (info.to_path().to_string_lossy().into_owned(), info.line.unwrap_or(0)),
         None => (String::new(), 0),
     }
 }
@@ -395,15 +358,9 @@ mod tests {
 
     #[test]
     fn strips_hashes() {
-        assert_eq!(
-            strip_rust_hash("my_crate::work::h0123456789abcdef"),
-            "my_crate::work"
-        );
+        assert_eq!(strip_rust_hash("my_crate::work::h0123456789abcdef"), "my_crate::work");
         assert_eq!(strip_rust_hash("my_crate::work"), "my_crate::work");
-        assert_eq!(
-            strip_rust_hash("a::h0123456789abcdeg"),
-            "a::h0123456789abcdeg"
-        );
+        assert_eq!(strip_rust_hash("a::h0123456789abcdeg"), "a::h0123456789abcdeg");
         assert_eq!(strip_rust_hash("::h0123456789abcdef"), "");
         assert_eq!(strip_rust_hash("h"), "h");
         assert_eq!(strip_rust_hash("é::h0123456789abcdef"), "é");
@@ -416,15 +373,9 @@ mod tests {
         s.resolve_all(&[addr]);
         let r = s.get(addr).unwrap();
         let mapping = &s.mappings()[r.mapping.unwrap()];
-        assert_eq!(
-            std::path::Path::new(&mapping.path),
-            std::env::current_exe().unwrap()
-        );
+        assert_eq!(std::path::Path::new(&mapping.path), std::env::current_exe().unwrap());
         let physical = r.frames.last().unwrap();
-        assert!(
-            physical.function.ends_with("lowprof_symbolize_probe"),
-            "{r:?}"
-        );
+        assert!(physical.function.ends_with("lowprof_symbolize_probe"), "{r:?}");
         assert!(!physical.function.contains("::h"), "{r:?}");
         assert!(physical.file.ends_with("symbolize.rs"), "{r:?}");
         assert!(physical.line > 0, "{r:?}");
@@ -432,10 +383,7 @@ mod tests {
             physical.system_name.starts_with("_ZN") || physical.system_name.starts_with("_R"),
             "{r:?}"
         );
-        assert!(
-            physical.system_name.contains("lowprof_symbolize_probe"),
-            "{r:?}"
-        );
+        assert!(physical.system_name.contains("lowprof_symbolize_probe"), "{r:?}");
         assert_eq!(lowprof_symbolize_probe(), 42);
     }
 
@@ -459,13 +407,7 @@ mod tests {
         s.resolve_all(&[8, 0, u64::MAX, data]);
         for addr in [8, 0, u64::MAX, data] {
             let r = s.get(addr).unwrap();
-            assert_eq!(
-                r,
-                &Resolved {
-                    mapping: None,
-                    frames: vec![]
-                }
-            );
+            assert_eq!(r, &Resolved { mapping: None, frames: vec![] });
         }
         assert_eq!(s.batches(), 0, "no blazesym call for unmapped addresses");
         assert_eq!(s.get(16), None);
@@ -488,18 +430,11 @@ mod tests {
         // compare what the indices point to.
         let view = |s: &Symbolizer, addr| {
             let r = s.get(addr).unwrap();
-            (
-                s.mappings()[r.mapping.unwrap()].path.clone(),
-                r.frames.clone(),
-            )
+            (s.mappings()[r.mapping.unwrap()].path.clone(), r.frames.clone())
         };
         let before = (view(&s, a), view(&s, b));
         s.refresh_mappings();
-        assert_eq!(
-            (view(&s, a), view(&s, b)),
-            before,
-            "unchanged objects stay cached"
-        );
+        assert_eq!((view(&s, a), view(&s, b)), before, "unchanged objects stay cached");
         s.resolve_all(&[a, b]);
         assert_eq!(s.batches(), 1);
     }
@@ -550,9 +485,7 @@ mod tests {
         let inlined = addrs.iter().filter_map(|&a| s.get(a)).find(|r| {
             r.frames.len() >= 2
                 && r.frames[0].function.ends_with("lowprof_inlined_leaf")
-                && r.frames
-                    .last()
-                    .is_some_and(|f| f.function.ends_with("lowprof_inline_outer"))
+                && r.frames.last().is_some_and(|f| f.function.ends_with("lowprof_inline_outer"))
         });
         let r = inlined.unwrap_or_else(|| {
             let seen: Vec<_> = addrs.iter().filter_map(|&a| s.get(a)).collect();
@@ -577,11 +510,7 @@ mod tests {
             let status = std::fs::read_to_string("/proc/self/status").unwrap();
             let field = |name: &str| {
                 let line = status.lines().find(|l| l.starts_with(name)).unwrap();
-                line.split_whitespace()
-                    .nth(1)
-                    .unwrap()
-                    .parse::<u64>()
-                    .unwrap()
+                line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap()
             };
             (field("RssAnon:"), field("RssFile:"))
         }
@@ -601,15 +530,9 @@ mod tests {
         let t = std::time::Instant::now();
         s.resolve_all(&addrs);
         let cached = t.elapsed();
-        let frames: usize = addrs
-            .iter()
-            .filter_map(|&a| s.get(a))
-            .map(|r| r.frames.len())
-            .sum();
-        let known = addrs
-            .iter()
-            .filter(|&&a| s.get(a).is_some_and(|r| !r.frames.is_empty()))
-            .count();
+        let frames: usize = addrs.iter().filter_map(|&a| s.get(a)).map(|r| r.frames.len()).sum();
+        let known =
+            addrs.iter().filter(|&&a| s.get(a).is_some_and(|r| !r.frames.is_empty())).count();
         println!(
             "{} ({} KiB text): new {created:?}, first {first:?}, cached {cached:?}; {known}/1000 known, \
              {frames} frames; RSS +{} KiB anon, +{} KiB file-backed",

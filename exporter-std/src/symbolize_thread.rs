@@ -44,19 +44,13 @@ impl SymbolizeThread {
             .name("lowprof-symbolize".into())
             .spawn(move || serve(rx))
             .map_err(Error::Spawn)?;
-        Ok(Self {
-            jobs: Some(tx),
-            handle: Some(handle),
-        })
+        Ok(Self { jobs: Some(tx), handle: Some(handle) })
     }
 
     /// Builds a profile on the symbolizer thread and waits for it.
     pub(crate) fn build(&self, job: Job) -> Result<Profile, Error> {
         let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-        let sent = self
-            .jobs
-            .as_ref()
-            .is_some_and(|jobs| jobs.send((job, reply_tx)).is_ok());
+        let sent = self.jobs.as_ref().is_some_and(|jobs| jobs.send((job, reply_tx)).is_ok());
         if !sent {
             return Err(Error::SymbolizerFailed);
         }
@@ -88,13 +82,7 @@ fn serve(jobs: Receiver<(Job, SyncSender<Profile>)>) {
                 }
                 None => symbolizer.insert(Symbolizer::new()),
             };
-            assemble(
-                symbolizer,
-                job.header,
-                &job.samples,
-                &job.synthetic,
-                job.trim_allocator,
-            )
+            assemble(symbolizer, job.header, &job.samples, &job.synthetic, job.trim_allocator)
         }));
         match built {
             Ok(profile) => {

@@ -38,10 +38,7 @@ use x86_64 as arch;
 
 use crate::stack::Stack;
 
-#[cfg(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
+#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
 pub(crate) use arch::thread_pointer;
 
 /// The readable memory a walk may touch: `[lo, hi)`.
@@ -175,20 +172,14 @@ mod tests {
             // SAFETY: i < 16; all accesses go through `p`.
             unsafe { p.add(i).write(v) };
         }
-        let bounds = Bounds {
-            lo: base,
-            hi: base + 8 * 16,
-        };
+        let bounds = Bounds { lo: base, hi: base + 8 * 16 };
         let mut out: Stack<8> = Stack::new();
         // SAFETY: `bounds` covers `mem`, which lives for the call.
         unsafe { walk(at(0), bounds, &mut out) };
         assert_eq!(out.as_slice(), &[0x1000, 0x2000, 0x3000, 0x4000]);
 
         // Bounds that end before the third record stop the walk there.
-        let short = Bounds {
-            lo: base,
-            hi: at(9),
-        };
+        let short = Bounds { lo: base, hi: at(9) };
         let mut out: Stack<8> = Stack::new();
         // SAFETY: as above, a sub-range of `mem`.
         unsafe { walk(at(0), short, &mut out) };
@@ -219,16 +210,7 @@ mod tests {
         }
         let mut out: Stack<4> = Stack::new();
         // SAFETY: bounds cover `mem`.
-        unsafe {
-            walk(
-                base,
-                Bounds {
-                    lo: base,
-                    hi: base + 512,
-                },
-                &mut out,
-            )
-        };
+        unsafe { walk(base, Bounds { lo: base, hi: base + 512 }, &mut out) };
         assert_eq!(out.as_slice(), &[0x100, 0x101, 0x102, 0x103]);
     }
 
@@ -237,10 +219,7 @@ mod tests {
     fn walk_here(out: &mut Stack<32>) {
         let sp = current_stack_pointer();
         // The test thread's stack is at least 64 KiB above us.
-        let bounds = Bounds {
-            lo: sp,
-            hi: sp + 16 * 1024,
-        };
+        let bounds = Bounds { lo: sp, hi: sp + 16 * 1024 };
         // SAFETY: our own live stack; 16 KiB above the current stack pointer
         // is inside the test thread's 2 MiB stack.
         unsafe { walk(current_frame_pointer(), bounds, out) };
@@ -256,9 +235,7 @@ mod tests {
         assert!(out.len() >= 2, "{out:?}");
         let here = walks_the_real_stack as fn() as usize as u64;
         assert!(
-            out.as_slice()
-                .iter()
-                .any(|&ret| ret > here && ret < here + 4096),
+            out.as_slice().iter().any(|&ret| ret > here && ret < here + 4096),
             "a return address inside this test function: {out:?} (fn at {here:#x})"
         );
     }

@@ -34,10 +34,7 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         _ => Path::new("."),
     };
     let temp = dir.join(temp_name(name));
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&temp)?;
+    let file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
     if let Err(error) = fill(file, bytes).and_then(|()| fs::rename(&temp, path)) {
         // The write's error is the one worth reporting; a failed clean-up
         // (say, the directory vanished) leaves nothing more to do.
@@ -49,9 +46,8 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// `.name.tmp-<pid>-<random hex>`.
 fn temp_name(name: &OsStr) -> OsString {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let nanos =
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     // `RandomState` is seeded randomly per process and per call.
     let random = RandomState::new().hash_one(nanos);
     let mut temp = OsString::from(".");

@@ -13,11 +13,8 @@ use crate::profile::{self, LabelValue, Profile, ProfileKind};
 pub(super) fn from_proto(message: proto::Profile) -> Result<Profile, DecodeError> {
     let strings = Strings::new(&message.string_table)?;
     let ids = Ids::new(&message)?;
-    let sample_types = message
-        .sample_type
-        .iter()
-        .map(|t| strings.value_type(t))
-        .collect::<Result<Vec<_>, _>>()?;
+    let sample_types =
+        message.sample_type.iter().map(|t| strings.value_type(t)).collect::<Result<Vec<_>, _>>()?;
     let period_type = match &message.period_type {
         Some(t) => strings.value_type(t)?,
         None => profile::ValueType::new("", ""),
@@ -43,16 +40,8 @@ pub(super) fn from_proto(message: proto::Profile) -> Result<Profile, DecodeError
             .iter()
             .map(|f| strings.function(f))
             .collect::<Result<_, _>>()?,
-        mappings: message
-            .mapping
-            .iter()
-            .map(|m| strings.mapping(m))
-            .collect::<Result<_, _>>()?,
-        comments: message
-            .comment
-            .iter()
-            .map(|&c| strings.get(c))
-            .collect::<Result<_, _>>()?,
+        mappings: message.mapping.iter().map(|m| strings.mapping(m)).collect::<Result<_, _>>()?,
+        comments: message.comment.iter().map(|&c| strings.get(c)).collect::<Result<_, _>>()?,
         sample_types,
     })
 }
@@ -77,10 +66,7 @@ impl<'a> Strings<'a> {
     }
 
     fn value_type(&self, t: &proto::ValueType) -> Result<profile::ValueType, DecodeError> {
-        Ok(profile::ValueType {
-            r#type: self.get(t.r#type)?,
-            unit: self.get(t.unit)?,
-        })
+        Ok(profile::ValueType { r#type: self.get(t.r#type)?, unit: self.get(t.unit)? })
     }
 
     fn label(&self, label: &proto::Label) -> Result<profile::Label, DecodeError> {
@@ -88,15 +74,9 @@ impl<'a> Strings<'a> {
         let value = if label.str != 0 {
             LabelValue::Str(self.get(label.str)?)
         } else {
-            LabelValue::Num {
-                value: label.num,
-                unit: self.get(label.num_unit)?,
-            }
+            LabelValue::Num { value: label.num, unit: self.get(label.num_unit)? }
         };
-        Ok(profile::Label {
-            key: self.get(label.key)?,
-            value,
-        })
+        Ok(profile::Label { key: self.get(label.key)?, value })
     }
 
     fn function(&self, f: &proto::Function) -> Result<profile::Function, DecodeError> {
@@ -144,9 +124,7 @@ impl Ids {
             IdTable::Location => &self.locations,
             IdTable::Function => &self.functions,
         };
-        map.get(&id)
-            .copied()
-            .ok_or(DecodeError::UnknownId { table, id })
+        map.get(&id).copied().ok_or(DecodeError::UnknownId { table, id })
     }
 }
 
@@ -184,11 +162,7 @@ fn samples(
                 .map(|&id| ids.resolve(IdTable::Location, id))
                 .collect::<Result<_, _>>()?,
             values: sample.value.clone(),
-            labels: sample
-                .label
-                .iter()
-                .map(|l| strings.label(l))
-                .collect::<Result<_, _>>()?,
+            labels: sample.label.iter().map(|l| strings.label(l)).collect::<Result<_, _>>()?,
         });
     }
     Ok(samples)
@@ -213,11 +187,7 @@ fn locations(message: &proto::Profile, ids: &Ids) -> Result<Vec<profile::Locatio
                     })
                 })
                 .collect::<Result<_, DecodeError>>()?;
-            Ok(profile::Location {
-                address: l.address,
-                mapping,
-                lines,
-            })
+            Ok(profile::Location { address: l.address, mapping, lines })
         })
         .collect()
 }
@@ -225,10 +195,7 @@ fn locations(message: &proto::Profile, ids: &Ids) -> Result<Vec<profile::Locatio
 /// The inverse of the encoder's `unix_nanos`.
 fn from_unix_nanos(nanos: i64) -> Result<SystemTime, DecodeError> {
     let offset = Duration::from_nanos(nanos.unsigned_abs());
-    let time = if nanos >= 0 {
-        UNIX_EPOCH.checked_add(offset)
-    } else {
-        UNIX_EPOCH.checked_sub(offset)
-    };
+    let time =
+        if nanos >= 0 { UNIX_EPOCH.checked_add(offset) } else { UNIX_EPOCH.checked_sub(offset) };
     time.ok_or(DecodeError::Time(nanos))
 }

@@ -14,11 +14,7 @@ use crate::profile::{self, LabelValue, Profile};
 pub(super) fn to_proto(profile: &Profile) -> proto::Profile {
     let note = Dropped::count(profile).comment();
     let mut strings = Strings::new();
-    let sample_type = profile
-        .sample_types
-        .iter()
-        .map(|t| strings.value_type(t))
-        .collect();
+    let sample_type = profile.sample_types.iter().map(|t| strings.value_type(t)).collect();
     let default_sample_type = profile
         .default_sample_type
         .and_then(|i| profile.sample_types.get(i))
@@ -30,18 +26,10 @@ pub(super) fn to_proto(profile: &Profile) -> proto::Profile {
         .map(|s| sample(&mut strings, s))
         .collect();
     let mapping = mappings(profile, &mut strings);
-    let location = profile
-        .locations
-        .iter()
-        .enumerate()
-        .map(|(j, l)| location(profile, j, l))
-        .collect();
-    let function = profile
-        .functions
-        .iter()
-        .enumerate()
-        .map(|(f, x)| function(&mut strings, f, x))
-        .collect();
+    let location =
+        profile.locations.iter().enumerate().map(|(j, l)| location(profile, j, l)).collect();
+    let function =
+        profile.functions.iter().enumerate().map(|(f, x)| function(&mut strings, f, x)).collect();
     let period_type = Some(strings.value_type(&profile.period_type));
     let comment = profile
         .comments
@@ -77,10 +65,7 @@ struct Strings<'a> {
 
 impl<'a> Strings<'a> {
     fn new() -> Self {
-        Self {
-            table: vec![""],
-            index: HashMap::from([("", 0)]),
-        }
+        Self { table: vec![""], index: HashMap::from([("", 0)]) }
     }
 
     /// The index of `s`, adding it if new.
@@ -95,10 +80,7 @@ impl<'a> Strings<'a> {
     }
 
     fn value_type(&mut self, t: &'a profile::ValueType) -> proto::ValueType {
-        proto::ValueType {
-            r#type: self.intern(&t.r#type),
-            unit: self.intern(&t.unit),
-        }
+        proto::ValueType { r#type: self.intern(&t.r#type), unit: self.intern(&t.unit) }
     }
 
     fn into_table(self) -> Vec<String> {
@@ -123,11 +105,7 @@ struct Dropped {
 
 impl Dropped {
     fn count(profile: &Profile) -> Self {
-        let samples = profile
-            .samples
-            .iter()
-            .filter(|s| !sample_is_valid(profile, s))
-            .count();
+        let samples = profile.samples.iter().filter(|s| !sample_is_valid(profile, s)).count();
         let bad_mappings = profile
             .locations
             .iter()
@@ -139,13 +117,9 @@ impl Dropped {
             .flat_map(|l| &l.lines)
             .filter(|n| !line_is_valid(profile, n))
             .count();
-        let bad_default = profile
-            .default_sample_type
-            .is_some_and(|i| i >= profile.sample_types.len());
-        Self {
-            samples,
-            references: bad_mappings + bad_lines + usize::from(bad_default),
-        }
+        let bad_default =
+            profile.default_sample_type.is_some_and(|i| i >= profile.sample_types.len());
+        Self { samples, references: bad_mappings + bad_lines + usize::from(bad_default) }
     }
 
     /// The note to append to the profile's comments, if anything was dropped.
@@ -164,18 +138,12 @@ impl Dropped {
 fn sample_is_valid(profile: &Profile, sample: &profile::Sample) -> bool {
     !profile.sample_types.is_empty()
         && sample.values.len() == profile.sample_types.len()
-        && sample
-            .locations
-            .iter()
-            .all(|&j| (j as usize) < profile.locations.len())
+        && sample.locations.iter().all(|&j| (j as usize) < profile.locations.len())
 }
 
 /// The location's mapping, if it has one that exists.
 fn valid_mapping(profile: &Profile, location: &profile::Location) -> Option<usize> {
-    location
-        .mapping
-        .map(|m| m as usize)
-        .filter(|&m| m < profile.mappings.len())
+    location.mapping.map(|m| m as usize).filter(|&m| m < profile.mappings.len())
 }
 
 fn line_is_valid(profile: &Profile, line: &profile::Line) -> bool {
@@ -193,29 +161,17 @@ fn sample<'a>(strings: &mut Strings<'a>, sample: &'a profile::Sample) -> proto::
 fn label<'a>(strings: &mut Strings<'a>, label: &'a profile::Label) -> proto::Label {
     let key = strings.intern(&label.key);
     match &label.value {
-        LabelValue::Str(s) => proto::Label {
-            key,
-            str: strings.intern(s),
-            num: 0,
-            num_unit: 0,
-        },
-        LabelValue::Num { value, unit } => proto::Label {
-            key,
-            str: 0,
-            num: *value,
-            num_unit: strings.intern(unit),
-        },
+        LabelValue::Str(s) => proto::Label { key, str: strings.intern(s), num: 0, num_unit: 0 },
+        LabelValue::Num { value, unit } => {
+            proto::Label { key, str: 0, num: *value, num_unit: strings.intern(unit) }
+        }
     }
 }
 
 fn mappings<'a>(profile: &'a Profile, strings: &mut Strings<'a>) -> Vec<proto::Mapping> {
     let mut inlines = vec![false; profile.mappings.len()];
     for location in &profile.locations {
-        let lines = location
-            .lines
-            .iter()
-            .filter(|n| line_is_valid(profile, n))
-            .count();
+        let lines = location.lines.iter().filter(|n| line_is_valid(profile, n)).count();
         if let Some(flag) = valid_mapping(profile, location).and_then(|m| inlines.get_mut(m)) {
             *flag |= lines > 1;
         }
@@ -249,10 +205,7 @@ fn location(profile: &Profile, index: usize, location: &profile::Location) -> pr
             .lines
             .iter()
             .filter(|n| line_is_valid(profile, n))
-            .map(|n| proto::Line {
-                function_id: id(n.function as usize),
-                line: n.line,
-            })
+            .map(|n| proto::Line { function_id: id(n.function as usize), line: n.line })
             .collect(),
         is_folded: false,
     }

@@ -42,12 +42,7 @@ pub(crate) fn heap() -> Profile {
                 "vec.rs",
                 10,
             ),
-            function(
-                "app::load",
-                "_ZN3app4load17hfedcba9876543210E",
-                "src/main.rs",
-                20,
-            ),
+            function("app::load", "_ZN3app4load17hfedcba9876543210E", "src/main.rs", 20),
             function("main", "main", "src/main.rs", 1),
         ],
         mappings: vec![
@@ -81,21 +76,14 @@ fn samples() -> Vec<Sample> {
         Sample {
             locations: vec![0, 1, 2],
             values: vec![2, 1024, 1, 512],
-            labels: vec![
-                str_label("thread_name", "worker-1"),
-                num_label("size", 512, "bytes"),
-            ],
+            labels: vec![str_label("thread_name", "worker-1"), num_label("size", 512, "bytes")],
         },
         Sample {
             locations: vec![3, 2],
             values: vec![1, 100, 0, 0],
             labels: vec![num_label("batch", 7, "")],
         },
-        Sample {
-            locations: vec![1, 2],
-            values: vec![3, 3000, 3, 3000],
-            labels: vec![],
-        },
+        Sample { locations: vec![1, 2], values: vec![3, 3000, 3, 3000], labels: vec![] },
         Sample {
             locations: vec![1, 2],
             values: vec![1, 10, 1, 10],
@@ -106,41 +94,18 @@ fn samples() -> Vec<Sample> {
 
 fn locations() -> Vec<Location> {
     vec![
-        Location {
-            address: 0x7f00_0000_1234,
-            mapping: Some(1),
-            lines: vec![],
-        },
+        Location { address: 0x7f00_0000_1234, mapping: Some(1), lines: vec![] },
         Location {
             address: 0x40_1000,
             mapping: Some(0),
-            lines: vec![
-                Line {
-                    function: 0,
-                    line: 12,
-                },
-                Line {
-                    function: 1,
-                    line: 25,
-                },
-            ],
+            lines: vec![Line { function: 0, line: 12 }, Line { function: 1, line: 25 }],
         },
         Location {
             address: 0x40_2000,
             mapping: Some(0),
-            lines: vec![Line {
-                function: 2,
-                line: 3,
-            }],
+            lines: vec![Line { function: 2, line: 3 }],
         },
-        Location {
-            address: 0x40_3000,
-            mapping: None,
-            lines: vec![Line {
-                function: 1,
-                line: 30,
-            }],
-        },
+        Location { address: 0x40_3000, mapping: None, lines: vec![Line { function: 1, line: 30 }] },
     ]
 }
 
@@ -154,18 +119,9 @@ fn function(name: &str, system_name: &str, filename: &str, start_line: i64) -> F
 }
 
 fn str_label(key: &str, value: &str) -> Label {
-    Label {
-        key: key.to_owned(),
-        value: LabelValue::Str(value.to_owned()),
-    }
+    Label { key: key.to_owned(), value: LabelValue::Str(value.to_owned()) }
 }
 
 fn num_label(key: &str, value: i64, unit: &str) -> Label {
-    Label {
-        key: key.to_owned(),
-        value: LabelValue::Num {
-            value,
-            unit: unit.to_owned(),
-        },
-    }
+    Label { key: key.to_owned(), value: LabelValue::Num { value, unit: unit.to_owned() } }
 }

@@ -18,10 +18,7 @@ fn raw(profile: &Profile) -> proto::Profile {
 fn round_trip_raw_and_gzip() {
     let profile = fixture::heap();
     assert_eq!(decode(&encode(&profile)).expect("raw decodes"), profile);
-    assert_eq!(
-        decode(&encode_gzip(&profile).expect("gzip")).expect("gzip decodes"),
-        profile
-    );
+    assert_eq!(decode(&encode_gzip(&profile).expect("gzip")).expect("gzip decodes"), profile);
 }
 
 #[test]
@@ -29,12 +26,7 @@ fn string_table_starts_empty_and_is_unique() {
     let message = raw(&fixture::heap());
     assert_eq!(message.string_table.first().map(String::as_str), Some(""));
     let unique: HashSet<&String> = message.string_table.iter().collect();
-    assert_eq!(
-        unique.len(),
-        message.string_table.len(),
-        "{:?}",
-        message.string_table
-    );
+    assert_eq!(unique.len(), message.string_table.len(), "{:?}", message.string_table);
 }
 
 fn assert_ids_nonzero_unique(ids: impl Iterator<Item = u64>) -> HashSet<u64> {
@@ -54,12 +46,7 @@ fn ids_are_nonzero_unique_and_resolve() {
     let functions = assert_ids_nonzero_unique(message.function.iter().map(|f| f.id));
     for location in &message.location {
         assert!(location.mapping_id == 0 || mappings.contains(&location.mapping_id));
-        assert!(
-            location
-                .line
-                .iter()
-                .all(|n| functions.contains(&n.function_id))
-        );
+        assert!(location.line.iter().all(|n| functions.contains(&n.function_id)));
     }
     for sample in &message.sample {
         assert!(sample.location_id.iter().all(|id| locations.contains(id)));
@@ -100,29 +87,15 @@ fn fields_follow_pprof_conventions() {
 #[test]
 fn invalid_model_is_trimmed_not_fatal() {
     let mut profile = fixture::heap();
-    profile.samples.push(Sample {
-        locations: vec![2],
-        values: vec![1],
-        labels: vec![],
-    });
-    profile.samples.push(Sample {
-        locations: vec![99],
-        values: vec![1, 2, 3, 4],
-        labels: vec![],
-    });
+    profile.samples.push(Sample { locations: vec![2], values: vec![1], labels: vec![] });
+    profile.samples.push(Sample { locations: vec![99], values: vec![1, 2, 3, 4], labels: vec![] });
     profile.locations[2].mapping = Some(7);
-    profile.locations[2].lines.push(Line {
-        function: 42,
-        line: 1,
-    });
+    profile.locations[2].lines.push(Line { function: 42, line: 1 });
     profile.default_sample_type = Some(9);
     let decoded = decode(&encode(&profile)).expect("trimmed output decodes");
     assert_eq!(decoded.samples, fixture::heap().samples);
     assert_eq!(decoded.locations[2].mapping, None);
-    assert_eq!(
-        decoded.locations[2].lines,
-        fixture::heap().locations[2].lines
-    );
+    assert_eq!(decoded.locations[2].lines, fixture::heap().locations[2].lines);
     assert_eq!(decoded.default_sample_type, None);
     assert_eq!(
         decoded.comments.last().map(String::as_str),
@@ -174,10 +147,7 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .expect("read dir")
         .map(|e| e.expect("entry").path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().contains(".tmp-"))
-        })
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains(".tmp-")))
         .collect()
 }
 
@@ -187,10 +157,7 @@ fn write_file_replaces_atomically() {
     let path = dir.path().join("heap.pb.gz");
     std::fs::write(&path, b"old").expect("seed");
     write_file(&fixture::heap(), &path).expect("write");
-    assert_eq!(
-        decode(&std::fs::read(&path).expect("read")).expect("decode"),
-        fixture::heap()
-    );
+    assert_eq!(decode(&std::fs::read(&path).expect("read")).expect("decode"), fixture::heap());
     assert!(temp_files(dir.path()).is_empty());
 }
 
@@ -206,19 +173,12 @@ fn failed_writes_leave_no_temp_files() {
     assert!(target.is_dir());
     // No file name at all.
     assert!(write_atomically(Path::new("/"), b"x").is_err());
-    assert!(
-        temp_files(dir.path()).is_empty(),
-        "{:?}",
-        temp_files(dir.path())
-    );
+    assert!(temp_files(dir.path()).is_empty(), "{:?}", temp_files(dir.path()));
 }
 
 /// The `go` binary, from `PATH` or Debian's `golang-go` location.
 fn go_binary() -> Option<PathBuf> {
-    let on_path = Command::new("go")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let on_path = Command::new("go").arg("version").output().is_ok_and(|o| o.status.success());
     if on_path {
         return Some(PathBuf::from("go"));
     }
@@ -255,35 +215,16 @@ fn go_tool_pprof_reads_our_files() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let mut broken = fixture::heap();
-    broken.samples.push(Sample {
-        locations: vec![99],
-        values: vec![1],
-        labels: vec![],
-    });
+    broken.samples.push(Sample { locations: vec![99], values: vec![1], labels: vec![] });
     broken.locations[2].mapping = Some(7);
     for (name, profile) in [("heap.pb.gz", fixture::heap()), ("trimmed.pb.gz", broken)] {
         let path = dir.path().join(name);
         write_file(&profile, &path).expect("write");
         let raw = go_pprof(&go, &["-raw", "-symbolize=none"], &path);
-        for function in [
-            "alloc::vec::Vec<T>::push",
-            "app::load",
-            "main",
-            "/usr/bin/app",
-        ] {
-            assert!(
-                raw.contains(function),
-                "{name}: -raw lacks {function}:\n{raw}"
-            );
+        for function in ["alloc::vec::Vec<T>::push", "app::load", "main", "/usr/bin/app"] {
+            assert!(raw.contains(function), "{name}: -raw lacks {function}:\n{raw}");
         }
-        let top = go_pprof(
-            &go,
-            &["-top", "-symbolize=none", "-sample_index=alloc_space"],
-            &path,
-        );
-        assert!(
-            top.contains("app::load"),
-            "{name}: -top lacks app::load:\n{top}"
-        );
+        let top = go_pprof(&go, &["-top", "-symbolize=none", "-sample_index=alloc_space"], &path);
+        assert!(top.contains("app::load"), "{name}: -top lacks app::load:\n{top}");
     }
 }

@@ -1,0 +1,97 @@
+//! Heap accounting under concurrency and odd lifetimes. Usage: `heap_threads <dir>`.
+//!
+//! - blocks allocated before the profiler started are freed after it started;
+//! - eight threads allocate at once (8 MiB each in 2 KiB blocks at
+//!   `thread_site`) and exit while their blocks live on in `main`;
+//! - `realloc_site` grows 200 vectors by pushing, from nothing to 64 KiB, so
+//!   sampled and unsampled blocks are both reallocated; contents are checked.
+//!
+//! Writes `heap.pb.gz` and prints `key=value` lines with exact totals.
+
+// A test program: failing loudly is its job.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::hint::black_box;
+use std::sync::{Arc, Barrier};
+
+use lowprof::SampledAlloc;
+
+#[global_allocator]
+static ALLOC: SampledAlloc<std::alloc::System> = SampledAlloc::new(std::alloc::System);
+
+const THREADS: usize = 8;
+const PER_THREAD: usize = 4096;
+const BLOCK: usize = 2048;
+
+#[inline(never)]
+fn pre_start_site() -> Vec<Box<[u8]>> {
+    (0..1000).map(|_| black_box(vec![7u8; 8192].into_boxed_slice())).collect()
+}
+
+#[inline(never)]
+fn thread_site() -> Vec<Box<[u8]>> {
+    let mut v = Vec::with_capacity(PER_THREAD);
+    for _ in 0..PER_THREAD {
+        v.push(black_box(vec![1u8; BLOCK].into_boxed_slice()));
+    }
+    v
+}
+
+#[inline(never)]
+fn realloc_site(seed: u8) -> Vec<u8> {
+    let mut v = Vec::new();
+    for i in 0..65536usize {
+        v.push(seed ^ (i as u8));
+    }
+    v
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir =
+        std::path::PathBuf::from(std::env::args_os().nth(1).ok_or("usage: heap_threads <dir>")?);
+    let early = pre_start_site();
+    let profiler = lowprof::Profiler::builder().cpu_hz(0).start()?;
+    drop(early);
+
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                thread_site()
+            })
+        })
+        .collect();
+    let mut from_threads = Vec::new();
+    for h in handles {
+        from_threads.push(h.join().map_err(|_| "thread panicked")?);
+    }
+
+    let grown: Vec<Vec<u8>> = (0..200u8).map(realloc_site).collect();
+    for (seed, v) in grown.iter().enumerate() {
+        assert_eq!(v.len(), 65536);
+        assert!(
+            v.iter().enumerate().all(|(i, &b)| b == seed as u8 ^ i as u8),
+            "realloc kept the contents"
+        );
+    }
+
+    // Let the drainer recycle the slots of the threads that exited.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let profile = profiler.heap_profile()?;
+    profile.write_pprof(dir.join("heap.pb.gz"))?;
+    let stats = profiler.stats();
+    println!("samples={}", stats.heap.samples);
+    println!("dropped={}", stats.heap.dropped_samples);
+    println!("alloc_count={}", stats.heap.totals.alloc_count);
+    println!("free_count={}", stats.heap.totals.free_count);
+    println!("alloc_bytes={}", stats.heap.totals.alloc_bytes);
+    println!("threads_with_slots={}", stats.heap.threads);
+    println!("overflow={}", stats.heap.threads_in_overflow_slot);
+    black_box((&from_threads, &grown));
+    drop(from_threads);
+    drop(grown);
+    profiler.stop()?;
+    Ok(())
+}

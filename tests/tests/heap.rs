@@ -1,0 +1,184 @@
+//! Heap profiling end to end: real binaries with `#[global_allocator]`,
+//! profiles read back with `go tool pprof`, estimates checked against the
+//! known truth within 4 standard errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Command;
+
+use lowprof_tests::pprof_tool::{RawProfile, raw, require_go};
+use lowprof_tests::sites::SITES;
+use lowprof_tests::stats::{assert_within_4_sigma, sigma_bytes, sigma_objects};
+
+const MEAN: u64 = 524_288;
+
+fn run(bin: &str, dir: &Path) -> String {
+    let out = Command::new(bin).arg(dir).output().expect("run test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{bin} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn label_is(sample: &lowprof_tests::pprof_tool::RawSample, key: &str, value: u64) -> bool {
+    sample
+        .labels
+        .iter()
+        .any(|(k, v)| k == key && v.split_whitespace().next() == Some(&value.to_string()))
+}
+
+/// Sum of `sample_type` over samples with `function` in the stack and block
+/// size `size`.
+fn site_total(p: &RawProfile, sample_type: &str, function: &str, size: u64) -> f64 {
+    let i = p.index(sample_type);
+    p.samples
+        .iter()
+        .filter(|s| label_is(s, "bytes", size) && p.has_function(s, function))
+        .map(|s| s.values[i] as f64)
+        .sum()
+}
+
+fn check_sites(bin: &str) {
+    let Some(go) = require_go() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = run(bin, dir.path());
+    assert!(stdout.contains("dropped=0"), "{stdout}");
+    let p = raw(&go, &dir.path().join("heap.pb.gz"));
+    assert_eq!(p.sample_types, ["alloc_objects", "alloc_space", "inuse_objects", "inuse_space"]);
+    for site in SITES {
+        let f = site.function;
+        let (s, n, live) = (site.size, site.allocated, site.live);
+        assert_within_4_sigma(
+            &format!("{f} alloc_space"),
+            site_total(&p, "alloc_space", f, s),
+            (n * s) as f64,
+            sigma_bytes(n, s, MEAN),
+        );
+        assert_within_4_sigma(
+            &format!("{f} alloc_objects"),
+            site_total(&p, "alloc_objects", f, s),
+            n as f64,
+            sigma_objects(n, s, MEAN),
+        );
+        assert_within_4_sigma(
+            &format!("{f} inuse_space"),
+            site_total(&p, "inuse_space", f, s),
+            (live * s) as f64,
+            sigma_bytes(live, s, MEAN),
+        );
+    }
+    // Every sample of a site's block size outside the sites is accounted
+    // for: at most a few stray samples of those sizes from the runtime and
+    // the profiler itself. A site sample that lost its site frame would show
+    // up here.
+    for site in SITES {
+        let strays: Vec<_> = p
+            .samples
+            .iter()
+            .filter(|s| {
+                label_is(s, "bytes", site.size)
+                    && !SITES.iter().any(|x| p.has_function(s, x.function))
+            })
+            .collect();
+        assert!(
+            strays.len() <= 2,
+            "{} samples of {} bytes without a site frame: {:#?}",
+            strays.len(),
+            site.size,
+            strays.iter().map(|s| p.stack_text(s)).collect::<Vec<_>>()
+        );
+    }
+    // Stacks are in call order: site, then its caller, then main.
+    let sample = p.samples.iter().find(|s| p.has_function(s, SITES[0].function)).unwrap();
+    let text = p.stack_text(sample);
+    let pos = |name: &str| {
+        text.iter().position(|l| l.contains(name)).unwrap_or_else(|| panic!("{name} in {text:#?}"))
+    };
+    assert!(pos(SITES[0].function) < pos("lowprof_tests::sites::run_sites"), "{text:#?}");
+    assert!(pos("lowprof_tests::sites::run_sites") < pos("heap_sites"), "{text:#?}");
+    // The allocator's own frames are not in the profile.
+    for s in &p.samples {
+        for line in p.stack_text(s) {
+            assert!(!line.contains("lowprof_alloc::"), "allocator frame left in a stack: {line}");
+            assert!(!line.contains("__rust_alloc"), "allocator shim left in a stack: {line}");
+        }
+    }
+}
+
+#[test]
+fn known_sites_with_system_allocator() {
+    check_sites(env!("CARGO_BIN_EXE_heap_sites"));
+}
+
+#[test]
+fn known_sites_with_jemalloc() {
+    check_sites(env!("CARGO_BIN_EXE_heap_sites_jemalloc"));
+}
+
+#[test]
+fn known_sites_with_mimalloc() {
+    check_sites(env!("CARGO_BIN_EXE_heap_sites_mimalloc"));
+}
+
+fn stat(stdout: &str, key: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} in {stdout}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn threads_realloc_and_early_blocks() {
+    let Some(go) = require_go() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = run(env!("CARGO_BIN_EXE_heap_threads"), dir.path());
+    assert_eq!(stat(&stdout, "dropped"), 0);
+    assert_eq!(stat(&stdout, "overflow"), 0);
+    // 8 threads × 4096 blocks + 200 × 14 growth steps + the rest of the program.
+    assert!(stat(&stdout, "alloc_count") >= 8 * 4096 + 200 * 14);
+    // The 1000 blocks allocated before the profiler started were freed.
+    assert!(stat(&stdout, "free_count") >= 1000);
+    // The eight exited threads gave their totals slots back.
+    assert!(stat(&stdout, "threads_with_slots") < 8, "{stdout}");
+    let p = raw(&go, &dir.path().join("heap.pb.gz"));
+    let n = 8 * 4096;
+    assert_within_4_sigma(
+        "thread_site inuse_space",
+        site_total(&p, "inuse_space", "heap_threads::thread_site", 2048),
+        (n * 2048) as f64,
+        sigma_bytes(n, 2048, MEAN),
+    );
+    assert_within_4_sigma(
+        "realloc_site inuse_space",
+        site_total(&p, "inuse_space", "heap_threads::realloc_site", 65536),
+        (200 * 65536) as f64,
+        sigma_bytes(200, 65536, MEAN),
+    );
+    // Blocks from before the start are neither in the profile nor a problem.
+    assert_eq!(p.total_for("inuse_space", "heap_threads::pre_start_site"), 0);
+}
+
+#[test]
+fn bad_input_gives_typed_errors() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bad_input")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("use 1..=1099511627776 bytes"), "{stdout}");
+    assert!(stdout.contains("use 1..=1000 Hz"), "{stdout}");
+    assert!(stdout.contains("already running"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("ok"), "{stdout}");
+}
+
+#[test]
+fn heap_profile_without_the_allocator_says_what_to_declare() {
+    let out = Command::new(env!("CARGO_BIN_EXE_no_allocator")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("#[global_allocator]") && stdout.contains("SampledAlloc"), "{stdout}");
+}
