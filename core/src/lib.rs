@@ -28,6 +28,11 @@
 #![no_std]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+// Model checking runs on the host with std (loom needs it); the crate itself
+// never links std or alloc.
+#[cfg(loom)]
+extern crate std;
+
 mod pad;
 mod sync;
 

@@ -122,6 +122,11 @@ pub struct Region {
     classes: AtomicUsize,
     class: [Class; MAX_CLASSES],
     exhausted: Counter,
+    /// Under loom, headers live in a side table: loom's atomics keep their
+    /// state outside the memory they appear to occupy, so they cannot be
+    /// overlaid on raw region memory. Same algorithm, different storage.
+    #[cfg(loom)]
+    loom_headers: std::sync::OnceLock<std::vec::Vec<Header>>,
 }
 
 impl Region {
@@ -152,6 +157,7 @@ impl Region {
                 bump: AtomicUsize::new(0),
             }),
             exhausted: Counter::new(),
+            loom_headers: std::sync::OnceLock::new(),
         }
     }
 
@@ -202,6 +208,19 @@ impl Region {
         classes: usize,
         sub_shift: u32,
     ) -> Result<usize, RegionError> {
+        #[cfg(loom)]
+        {
+            let slots = (classes << sub_shift) >> MIN_SLOT_SHIFT;
+            let headers = (0..slots)
+                .map(|_| Header {
+                    sample_id: AtomicU64::new(0),
+                    size: AtomicU64::new(0),
+                    weight: AtomicU64::new(0),
+                    link: AtomicU64::new(0),
+                })
+                .collect();
+            let _ = self.loom_headers.set(headers);
+        }
         self.base.store(base, Ordering::Relaxed);
         self.sub_shift.store(sub_shift as usize, Ordering::Relaxed);
         self.classes.store(classes, Ordering::Relaxed);
@@ -388,6 +407,13 @@ impl Region {
         (class, (offset & ((1usize << sub_shift) - 1)) >> (MIN_SLOT_SHIFT as usize + class))
     }
 
+    #[cfg(loom)]
+    fn header(&self, slot_start: usize) -> &Header {
+        let index = (slot_start - self.base.load(Ordering::Relaxed)) >> MIN_SLOT_SHIFT;
+        &self.loom_headers.get().unwrap()[index]
+    }
+
+    #[cfg(not(loom))]
     fn header(&self, slot_start: usize) -> &Header {
         // SAFETY: `slot_start` is a slot of this initialised region: inside the
         // memory `init` was given (mapped for the life of the process), aligned
@@ -703,6 +729,7 @@ mod tests {
 
 #[cfg(all(test, loom))]
 mod loom_tests {
+    extern crate std;
     use super::*;
     use loom::sync::Arc;
 
@@ -712,13 +739,14 @@ mod loom_tests {
     #[test]
     fn loom_free_list_and_scan() {
         loom::model(|| {
-            // Plain heap memory standing in for the region (loom cannot model
-            // mmap); three 64-byte slots in class 0 are enough.
-            let mem = std::vec![0u64; 4096];
-            let base = (mem.as_ptr() as usize + 2047) & !2047;
+            // Address space standing in for the region (under loom the
+            // headers live in a side table, so this memory is never touched):
+            // two classes of two 64-byte and one 128-byte slots.
+            let mem = std::vec![0u64; 1024];
+            let base = (mem.as_ptr() as usize + 127) & !127;
             let r = Arc::new(Region::new());
             // SAFETY: `mem` lives until the end of the closure.
-            unsafe { r.init(base, 23 * 64 * 4) }.unwrap();
+            unsafe { r.init(base, 23 * 128) }.unwrap();
             let ts: [_; 2] = core::array::from_fn(|t| {
                 let r = r.clone();
                 loom::thread::spawn(move || {

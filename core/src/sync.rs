@@ -23,3 +23,47 @@ macro_rules! atomic_array {
     };
 }
 pub(crate) use atomic_array;
+
+/// One data word of a ring. Normally a relaxed atomic (so even a protocol
+/// bug could never be undefined behaviour); under loom an `UnsafeCell`, so
+/// the model checker reports any access that the ring's head/tail protocol
+/// does not order — loom detects races on cells, not stale relaxed loads.
+#[cfg(not(loom))]
+pub(crate) struct Word(AtomicU64);
+
+#[cfg(not(loom))]
+impl Word {
+    pub(crate) const fn new() -> Self {
+        Self(AtomicU64::new(0))
+    }
+    #[inline(always)]
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    #[inline(always)]
+    pub(crate) fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed)
+    }
+}
+
+#[cfg(loom)]
+pub(crate) struct Word(loom::cell::UnsafeCell<u64>);
+
+// SAFETY: only under loom, which checks every access to the cell for races.
+#[cfg(loom)]
+unsafe impl Sync for Word {}
+
+#[cfg(loom)]
+impl Word {
+    pub(crate) fn new() -> Self {
+        Self(loom::cell::UnsafeCell::new(0))
+    }
+    pub(crate) fn get(&self) -> u64 {
+        // SAFETY: loom checks that no write to this cell is concurrent.
+        self.0.with(|p| unsafe { *p })
+    }
+    pub(crate) fn set(&self, v: u64) {
+        // SAFETY: loom checks that no other access to this cell is concurrent.
+        self.0.with_mut(|p| unsafe { *p = v })
+    }
+}

@@ -157,6 +157,18 @@ fn worker(seed: u64, until: Instant, cache: Arc<Mutex<Vec<Vec<u8>>>>) -> u64 {
     acc
 }
 
+/// User plus system CPU time of the whole process so far.
+fn process_cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct we pass; zeroed is a valid rusage.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seconds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let profiler = lowprof::Profiler::builder().start()?;
@@ -195,6 +207,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for t in cpu.top_sites("cpu", 8) {
         println!("  {:>5.1}%  {}", 100.0 * t.value as f64 / total_cpu as f64, t.name);
     }
+    let sampled_cpu = cpu.total(1) as f64 / 1e9;
+    let process_cpu = process_cpu_seconds();
+    println!(
+        "CPU sampled: {sampled_cpu:.2} s of {process_cpu:.2} s used by the process ({:.0}%)",
+        100.0 * sampled_cpu / process_cpu.max(1e-9)
+    );
     let report = profiler.stop()?;
     let s = &report.stats;
     println!(

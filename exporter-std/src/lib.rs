@@ -58,3 +58,8 @@ pub use lowprof_sampler::{Stats as CpuStats, TimerMode};
 pub use output::TopEntry;
 pub use profile::Profile;
 pub use profiler::{Profiler, Report, Stats};
+
+/// The repository README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

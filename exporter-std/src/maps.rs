@@ -1,9 +1,7 @@
 //! The process's memory map, read from `/proc/self/maps`: the loaded objects
-//! that pprof and OTLP `Mapping`s describe, and the writable regions that can
-//! hold a thread's stack.
-//!
-//! Two consumers, both on the cold path (the drainer thread, never a signal
-//! handler or the allocator):
+//! that pprof and OTLP `Mapping`s describe. Read on the cold path only (the
+//! symbolizer thread, never a signal handler or the allocator). The table of
+//! stack regions the CPU handler walks inside is built by `lowprof-sampler`.
 //!
 //! - **Symbolization and export.** `go tool pprof` needs real addresses plus a
 //!   `Mapping { memory_start, memory_limit, file_offset, filename, build_id }`
@@ -12,11 +10,6 @@
 //!   requires `process.executable.build_id.gnu` (or `htlhash`) on every
 //!   mapping. [`read_object_mappings`] returns one [`ObjectMapping`] per
 //!   executable mapping, with the build id read once per file.
-//! - **Stack bounds.** A thread that lowprof discovers from outside (by
-//!   scanning `/proc/self/task`) has no stack bounds of its own. The drainer
-//!   publishes a sorted table of writable regions; the signal handler finds
-//!   the one holding the interrupted stack pointer by binary search and walks
-//!   frame pointers only inside it. [`read_stack_regions`] builds that table.
 //!
 //! A line of `/proc/self/maps` (`proc(5)`):
 //!
@@ -112,26 +105,6 @@ pub fn read_object_mappings() -> io::Result<Vec<ObjectMapping>> {
     Ok(out)
 }
 
-/// Reads the writable regions that can hold a thread stack: every `rw`
-/// mapping that is anonymous or the main thread's `[stack]` (and the
-/// `[stack:<tid>]` names of kernels before 4.5), sorted, with adjacent and
-/// overlapping ranges merged, as `(lo, hi)` half-open pairs.
-///
-/// Thread stacks made by `pthread_create` are anonymous mappings. The main
-/// thread's `[stack]` grows down on demand, so its `lo` is extended down to
-/// `hi − RLIMIT_STACK` (soft limit; 1 GiB if unlimited or larger, 8 MiB if
-/// unknown), but never below the end of the mapping below it (of any kind:
-/// the stack cannot grow through it) nor of the previous region in the
-/// table (the result may then be adjacent to it, never overlapping).
-///
-/// # Errors
-///
-/// Only if `/proc/self/maps` cannot be read.
-pub fn read_stack_regions() -> io::Result<Vec<(u64, u64)>> {
-    let maps = std::fs::read("/proc/self/maps")?;
-    Ok(stack_regions_from(&maps, stack_limit()))
-}
-
 /// The index of the mapping in `mappings` (sorted by start, non-overlapping,
 /// as [`read_object_mappings`] returns them) that contains `addr`.
 pub fn object_for(mappings: &[ObjectMapping], addr: u64) -> Option<usize> {
@@ -140,87 +113,16 @@ pub fn object_for(mappings: &[ObjectMapping], addr: u64) -> Option<usize> {
     mappings.get(index).filter(|m| m.contains(addr)).map(|_| index)
 }
 
-/// Computes the stack-region table from the raw text of a maps file, with
-/// `limit` the growth allowance of the main thread's `[stack]`.
-fn stack_regions_from(maps: &[u8], limit: u64) -> Vec<(u64, u64)> {
-    // (lo, hi, is the main thread's growable stack)
-    let entries: Vec<MapsEntry<'_>> = maps.split(|&b| b == b'\n').filter_map(parse_line).collect();
-    // The main stack can grow down only until it meets another mapping (the
-    // kernel even keeps a guard gap); never claim memory below that.
-    let floor_below =
-        |start: u64| entries.iter().filter(|e| e.end <= start).map(|e| e.end).max().unwrap_or(0);
-    let mut regions: Vec<(u64, u64, bool)> = Vec::new();
-    for entry in &entries {
-        if !(entry.perms.readable() && entry.perms.writable()) || entry.start >= entry.end {
-            continue;
-        }
-        let main_stack = entry.path == Some(b"[stack]".as_slice());
-        let candidate = match entry.path {
-            None => true,
-            Some(path) => main_stack || path.starts_with(b"[stack:"),
-        };
-        if candidate {
-            regions.push((entry.start, entry.end, main_stack));
-        }
-    }
-    regions.sort_unstable_by_key(|&(lo, hi, _)| (lo, hi));
-
-    let mut merged: Vec<(u64, u64, bool)> = Vec::with_capacity(regions.len());
-    for (lo, hi, main_stack) in regions {
-        match merged.last_mut() {
-            Some(last) if lo <= last.1 => {
-                last.1 = last.1.max(hi);
-                last.2 |= main_stack;
-            }
-            _ => merged.push((lo, hi, main_stack)),
-        }
-    }
-
-    let mut out = Vec::with_capacity(merged.len());
-    let mut prev_end = 0u64;
-    for (lo, hi, main_stack) in merged {
-        let lo = if main_stack {
-            let floor = prev_end.max(floor_below(lo));
-            lo.min(hi.saturating_sub(limit).max(floor))
-        } else {
-            lo
-        };
-        out.push((lo, hi));
-        prev_end = hi;
-    }
-    out
-}
-
-/// How far the main thread's stack may grow: the soft `RLIMIT_STACK`,
-/// capped at 1 GiB (also when unlimited), 8 MiB if it cannot be read.
-fn stack_limit() -> u64 {
-    const CAP: u64 = 1 << 30;
-    const FALLBACK: u64 = 8 << 20;
-    let mut rlim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `getrlimit` only writes the `rlimit` we pass, which is a valid,
-    // exclusively borrowed local.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut rlim) };
-    if rc != 0 {
-        return FALLBACK;
-    }
-    if rlim.rlim_cur == libc::RLIM_INFINITY {
-        return CAP;
-    }
-    // `rlim_t` is 32 bits on some 32-bit targets, so the conversion is not
-    // useless everywhere.
-    #[allow(clippy::useless_conversion)]
-    let cur = u64::from(rlim.rlim_cur);
-    cur.min(CAP)
-}
-
 /// The four permission characters of a maps line, `r`, `w`, `x`, `p`/`s`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Perms([u8; 4]);
 
 impl Perms {
+    #[cfg(test)]
     fn readable(self) -> bool {
         self.0[0] == b'r'
     }
+    #[cfg(test)]
     fn writable(self) -> bool {
         self.0[1] == b'w'
     }
@@ -417,36 +319,6 @@ mod tests {
     }
 
     #[test]
-    fn stack_regions_merge_filter_and_extend() {
-        let maps = b"\
-1000-2000 rw-p 00000000 00:00 0
-2000-3000 rw-p 00000000 00:00 0
-2800-3800 rw-p 00000000 00:00 0
-4000-5000 r--p 00000000 00:00 0
-5000-6000 rw-p 00000000 08:01 9 /data/file
-6000-7000 rw-s 00000000 00:00 0
-8000-9000 ---p 00000000 00:00 0
-10000-11000 rw-p 00000000 00:00 0 [heap]
-20000-21000 rw-p 00000000 00:00 0 [stack]
-garbage line
-";
-        let regions = stack_regions_from(maps, 0x4000);
-        assert_eq!(regions, vec![(0x1000, 0x3800), (0x6000, 0x7000), (0x1d000, 0x21000)]);
-
-        // Extension stops at the mapping below (`[heap]`, not in the table).
-        let clamped = stack_regions_from(maps, 0x100000);
-        assert_eq!(clamped.last(), Some(&(0x11000, 0x21000)));
-
-        // ... and at the previous region of the table.
-        let maps = b"1000-2000 rw-p 00000000 00:00 0\n20000-21000 rw-p 00000000 00:00 0 [stack]\n";
-        assert_eq!(stack_regions_from(maps, 1 << 30), vec![(0x1000, 0x2000), (0x2000, 0x21000)]);
-
-        // [stack] as the first region extends to 0 at most.
-        let first = stack_regions_from(b"3000-4000 rw-p 00000000 00:00 0 [stack]\n", 0x10000);
-        assert_eq!(first, vec![(0, 0x4000)]);
-    }
-
-    #[test]
     fn object_lookup() {
         let mapping = |start, limit| ObjectMapping {
             start,
@@ -499,29 +371,5 @@ garbage line
         let again = read_object_mappings().unwrap();
         assert_eq!(again.get(object_for(&again, addr).unwrap()), Some(mapping));
         assert_eq!(probe_in_text(), 7);
-    }
-
-    #[test]
-    fn stack_regions_hold_the_stack_pointer() {
-        let local = 0u64;
-        let sp = std::hint::black_box(&local) as *const u64 as u64;
-        let regions = read_stack_regions().unwrap();
-        assert!(regions.iter().all(|&(lo, hi)| lo < hi));
-        assert!(regions.windows(2).all(|w| w[0].1 <= w[1].0), "sorted, non-overlapping");
-        assert!(regions.iter().any(|&(lo, hi)| lo <= sp && sp < hi), "{sp:#x} not in {regions:x?}");
-
-        // The main thread's `[stack]` is covered and extended below its
-        // current bottom (unless clamped by a neighbour).
-        let maps = std::fs::read("/proc/self/maps").unwrap();
-        let stack = maps
-            .split(|&b| b == b'\n')
-            .filter_map(parse_line)
-            .find(|e| e.path == Some(b"[stack]".as_slice()));
-        if let Some(stack) = stack {
-            let region =
-                regions.iter().find(|&&(lo, hi)| lo <= stack.start && stack.end <= hi).unwrap();
-            let clamped = regions.iter().any(|&(_, hi)| hi == region.0);
-            assert!(region.0 < stack.start || clamped, "{region:x?} vs {stack:x?}");
-        }
     }
 }

@@ -38,7 +38,11 @@ use x86_64 as arch;
 
 use crate::stack::Stack;
 
-#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(all(
+    not(loom),
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 pub(crate) use arch::thread_pointer;
 
 /// The readable memory a walk may touch: `[lo, hi)`.
@@ -65,7 +69,8 @@ impl Bounds {
 pub const SUPPORTED: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
 
 /// Walks frame records from `fp`, appending each return address to `out`
-/// until the chain leaves `bounds`, stops growing, ends, or `out` is full.
+/// until the chain leaves `bounds`, stops growing, ends, or `out` is full
+/// (then `out` is marked truncated if a further valid record exists).
 ///
 /// Async-signal-safe and allocation-free: only loads from inside `bounds`.
 /// On targets without a walker this records nothing.
@@ -80,8 +85,13 @@ pub unsafe fn walk<const N: usize>(fp: u64, bounds: Bounds, out: &mut Stack<N>) 
         return;
     }
     let mut fp = fp;
-    while !out.is_full() {
+    loop {
         if fp % 8 != 0 || !bounds.holds_record(fp) {
+            break;
+        }
+        if out.is_full() {
+            // Another valid record exists: the stack is deeper than fits.
+            out.mark_truncated();
             break;
         }
         // SAFETY: `fp..fp+16` lies inside `bounds`, which the caller
@@ -212,6 +222,11 @@ mod tests {
         // SAFETY: bounds cover `mem`.
         unsafe { walk(base, Bounds { lo: base, hi: base + 512 }, &mut out) };
         assert_eq!(out.as_slice(), &[0x100, 0x101, 0x102, 0x103]);
+        assert!(out.is_truncated());
+        let mut roomy: Stack<64> = Stack::new();
+        // SAFETY: as above.
+        unsafe { walk(base, Bounds { lo: base, hi: base + 512 }, &mut roomy) };
+        assert!(!roomy.is_truncated());
     }
 
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
