@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod cpu;
 pub mod pprof_tool;
 pub mod sites;
 pub mod stats;
