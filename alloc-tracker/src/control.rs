@@ -11,8 +11,7 @@ use lowprof_core::poisson::{DEFAULT_MEAN_BYTES, MAX_MEAN_BYTES, MIN_MEAN_BYTES};
 use lowprof_core::registry::Totals;
 
 use crate::state::{
-    COUNTS, DECLARED_MEAN, ENABLED, HUGE, HUGE_THRESHOLD, INSTALLED, MEAN_OVERRIDE, REGION,
-    RING_WORDS, RINGS,
+    COUNTS, DECLARED_MEAN, ENABLED, HUGE, INSTALLED, MEAN_OVERRIDE, REGION, RING_WORDS, RINGS,
 };
 use crate::thread;
 
@@ -155,11 +154,20 @@ pub fn for_each_live(mut f: impl FnMut(SampledBlock)) {
     HUGE.for_each_live(&mut f);
 }
 
-/// Frees the exact-total slots of threads that have exited; `alive(tid)`
-/// must say whether the thread with that OS id still runs. Returns how many
-/// were freed. (std; a no-op without threads.)
-pub fn retire_exited_threads(mut alive: impl FnMut(u64) -> bool) -> usize {
-    thread::retire_exited(&mut alive)
+/// Gives the pages of freed large sampled blocks back to the system (std;
+/// `madvise(MADV_DONTNEED)`), returning the bytes released. The drainer calls
+/// it about once a second; until then such slots are reused warm.
+pub fn release_freed_memory() -> u64 {
+    #[cfg(feature = "std")]
+    {
+        let bytes = REGION.release_dirty(crate::os::release_pages);
+        COUNTS.released_bytes.add(bytes);
+        bytes
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        0
+    }
 }
 
 /// Heap sampling statistics.
@@ -181,14 +189,17 @@ pub struct HeapStats {
     pub dropped_alloc_bytes: u64,
     /// Sampled allocations that could not be tracked for the in-use view.
     pub untracked_samples: u64,
+    /// Samples whose stack walk found no frame: the code around the
+    /// allocator was built without frame pointers (`-C force-frame-pointers=yes`).
+    pub samples_without_stack: u64,
     /// Sampled blocks currently live (tracked).
     pub live_samples: u64,
     /// Exact totals of all allocations and frees through the allocator.
     pub totals: Totals,
-    /// Threads sharing the overflow totals slot (if non-zero, `totals` may
-    /// undercount).
-    pub threads_in_overflow_slot: u64,
-    /// Threads currently holding a totals slot.
+    /// Threads that found the registry full: their allocations are in
+    /// `totals` only once they exit (0 unless more than 4096 threads live).
+    pub threads_unregistered: u64,
+    /// Threads whose totals are registered now.
     pub threads: usize,
     /// Bytes of sampled-block slots carved so far.
     pub region_carved_bytes: u64,
@@ -202,7 +213,7 @@ pub struct HeapStats {
 
 /// Current statistics.
 pub fn stats() -> HeapStats {
-    let (totals, overflow) = thread::totals();
+    let (totals, unregistered) = thread::totals();
     let published = COUNTS.published.get();
     let freed = COUNTS.freed_samples.get();
     HeapStats {
@@ -214,22 +225,16 @@ pub fn stats() -> HeapStats {
         dropped_alloc_objects: COUNTS.dropped_objects_x1024.get() as f64 / 1024.0,
         dropped_alloc_bytes: COUNTS.dropped_bytes.get(),
         untracked_samples: COUNTS.untracked.get(),
+        samples_without_stack: COUNTS.no_stack.get(),
         live_samples: published.saturating_sub(freed),
         totals,
-        threads_in_overflow_slot: overflow,
-        threads: thread::threads_with_slots(),
+        threads_unregistered: unregistered,
+        threads: thread::threads(),
         region_carved_bytes: REGION.carved_bytes(),
         released_bytes: COUNTS.released_bytes.get(),
         slow_visits: COUNTS.slow_visits.get(),
         corrupt_records: RINGS.corrupt(),
     }
-}
-
-fn publish_huge_threshold() {
-    // Any block that did not fit the region is larger than the largest slot
-    // minus the largest padding the region serves (4096-byte alignment).
-    let threshold = REGION.max_block(4096);
-    HUGE_THRESHOLD.store(threshold, Ordering::Relaxed);
 }
 
 #[cfg(feature = "std")]
@@ -250,7 +255,6 @@ fn ensure_region() -> Result<(), ControlError> {
             return Err(ControlError::RegionUnavailable { errno: 0 });
         }
     }
-    publish_huge_threshold();
     Ok(())
 }
 
@@ -270,10 +274,7 @@ pub fn init_region(memory: &'static mut [u8]) -> Result<(), ControlError> {
     // SAFETY: the memory is 'static, exclusively ours (we hold the only
     // mutable reference and never give it back), and zero-filled.
     match unsafe { REGION.init(base, len) } {
-        Ok(_) => {
-            publish_huge_threshold();
-            Ok(())
-        }
+        Ok(_) => Ok(()),
         Err(lowprof_core::live::RegionError::AlreadyInitialised) => Ok(()),
         Err(lowprof_core::live::RegionError::TooSmall) => Err(ControlError::NoRegion),
     }

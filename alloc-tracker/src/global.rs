@@ -9,43 +9,37 @@
 //! Poisson, totals become approximate). Needs a target with atomic
 //! compare-and-swap (the rings use it).
 
-use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use lowprof_core::poisson::{self, Rng};
-use lowprof_core::registry::{ThreadSlot, Totals};
+use lowprof_core::registry::{ThreadCounters, Totals};
 use lowprof_core::unwind::Bounds;
 
-static COUNTDOWN: AtomicIsize = AtomicIsize::new(0);
+static COUNTERS: ThreadCounters = ThreadCounters::new();
 static GAP_MEAN: AtomicU64 = AtomicU64::new(0);
 static RNG: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
 static IN_SLOW: AtomicBool = AtomicBool::new(false);
-static SLOT: ThreadSlot = ThreadSlot::new();
 
 /// Allocation fast path (see `tls.rs`).
 #[inline(always)]
 pub(crate) fn on_alloc(size: usize) -> bool {
-    let left = COUNTDOWN.load(Ordering::Relaxed).wrapping_sub(size as isize);
-    COUNTDOWN.store(left, Ordering::Relaxed);
-    if left < 0 {
+    if COUNTERS.take(size) < 0 {
         return false;
     }
-    SLOT.allocs.add_owned(1);
-    SLOT.alloc_bytes.add_owned(size as u64);
+    COUNTERS.allocs.add_owned(1);
     true
 }
 
 /// Deallocation fast path (see `tls.rs`).
 #[inline(always)]
 pub(crate) fn on_free(size: usize) -> bool {
-    SLOT.frees.add_owned(1);
-    SLOT.free_bytes.add_owned(size as u64);
+    COUNTERS.frees.add_owned(1);
+    COUNTERS.free_bytes.add_owned(size as u64);
     true
 }
 
 /// Never needed without threads; kept for the shared allocator code.
-pub(crate) fn count_free_slow(size: usize) {
-    on_free(size);
-}
+pub(crate) fn register_slow() {}
 
 /// What the slow path decided (see `tls.rs`).
 pub(crate) enum Decision {
@@ -57,8 +51,7 @@ pub(crate) enum Decision {
 
 /// The slow path (see `tls.rs` for the reasoning).
 pub(crate) fn visit(size: usize, enabled: bool, draw_mean: u64) -> Decision {
-    SLOT.allocs.add_owned(1);
-    SLOT.alloc_bytes.add_owned(size as u64);
+    COUNTERS.allocs.add_owned(1);
     if IN_SLOW.swap(true, Ordering::Acquire) {
         return Decision::Pass;
     }
@@ -67,14 +60,14 @@ pub(crate) fn visit(size: usize, enabled: bool, draw_mean: u64) -> Decision {
     let decision = if fired_mean == 0 {
         let gap = poisson::next_gap(&mut rng, draw_mean);
         if enabled && gap < size as u64 {
-            COUNTDOWN.store(poisson::next_gap(&mut rng, draw_mean) as isize, Ordering::Relaxed);
+            COUNTERS.reset_countdown(poisson::next_gap(&mut rng, draw_mean) as i64);
             Decision::Sample { mean: draw_mean }
         } else {
-            COUNTDOWN.store(gap as isize - size as isize, Ordering::Relaxed);
+            COUNTERS.reset_countdown(gap as i64 - size as i64);
             Decision::Pass
         }
     } else {
-        COUNTDOWN.store(poisson::next_gap(&mut rng, draw_mean) as isize, Ordering::Relaxed);
+        COUNTERS.reset_countdown(poisson::next_gap(&mut rng, draw_mean) as i64);
         if enabled { Decision::Sample { mean: fired_mean } } else { Decision::Pass }
     };
     GAP_MEAN.store(draw_mean, Ordering::Relaxed);
@@ -101,17 +94,12 @@ pub(crate) fn stack_bounds(sp: u64) -> Bounds {
     lowprof_core::bounds::STACK_REGIONS.for_current_thread(sp)
 }
 
-/// Exact totals (one core) and the overflow count (always 0 here).
+/// Exact totals (one core) and the unregistered count (always 0 here).
 pub(crate) fn totals() -> (Totals, u64) {
-    (SLOT.totals(), 0)
-}
-
-/// Nothing to retire without threads.
-pub(crate) fn retire_exited(_alive: &mut dyn FnMut(u64) -> bool) -> usize {
-    0
+    (COUNTERS.totals(), 0)
 }
 
 /// One "thread".
-pub(crate) fn threads_with_slots() -> usize {
+pub(crate) fn threads() -> usize {
     1
 }

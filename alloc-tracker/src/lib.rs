@@ -20,17 +20,20 @@
 //! ## The fast paths
 //!
 //! ```text
-//!  alloc:   countdown -= size ── ≥ 0 ─► count (owner-only, no lock prefix) ─► inner.alloc
+//!  alloc:   countdown -= size ── ≥ 0 ─► allocs += 1 (owner-only) ─► inner.alloc
 //!                          └─ < 0 ─► alloc_slow (#[cold]): draw next gap, maybe sample
 //!  dealloc: ptr - region.base < region.len ─► dealloc_sampled (#[cold])
-//!           size > huge threshold ─► dealloc_large (#[cold])
-//!           otherwise count ─► inner.dealloc
+//!           size > 1 MiB ─► dealloc_large (#[cold])
+//!           otherwise frees += 1, free_bytes += size ─► inner.dealloc
 //! ```
 //!
 //! The countdown is one `const`-initialised, `Drop`-free thread-local: a
 //! subtract and a sign branch, like tcmalloc's `Sampler` and Go's
-//! `nextSample`. No shared atomic is written per allocation: exact totals go
-//! to a per-thread slot only its owner writes.
+//! `nextSample`. No shared atomic is written per allocation: exact totals are
+//! counters in the same thread-local block that only their thread writes
+//! (bytes allocated need none: they are the gaps drawn minus the countdown),
+//! registered so the drainer can read them, and folded into the retired
+//! totals by a pthread key destructor when the thread exits.
 //!
 //! ## Where sampled blocks go
 //!
@@ -39,8 +42,17 @@
 //! sampled?" is one range compare on free and a sample never touches the inner
 //! allocator's slow paths (over-aligning sampled blocks through glibc was
 //! measured at +3.7–4.6 ns per malloc/free pair). Blocks too big for the
-//! region (over 256 MiB) come from the inner allocator and are remembered in a
-//! small table consulted only on frees that large.
+//! region come from the inner allocator and are remembered in a small table
+//! consulted only on frees over 1 MiB.
+//!
+//! The inner allocator still sees every allocation: for each sampled block
+//! it also hands out a *shadow* block of the same layout, which lowprof keeps
+//! (untouched) until the sampled block is freed. Without it, moving sampled
+//! blocks out of the inner allocator's heap changed glibc's coalescing,
+//! consolidation and trimming enough to cost several percent on some
+//! workloads (measured with callgrind: `malloc_consolidate` and
+//! `unlink_chunk` appeared only with sampling on). The shadow costs address
+//! space and one inner allocation per sample, almost no resident memory.
 //!
 //! `realloc` of a sampled block is a free of the old sample plus a new
 //! allocation with its own draw; `realloc` of an unsampled block is forwarded
@@ -76,7 +88,7 @@ use core::sync::atomic::Ordering;
 
 pub use control::{
     ControlError, HeapEvent, HeapStats, RECORD_WORDS, drain, enabled, for_each_live, init_region,
-    interval, is_installed, retire_exited_threads, set_interval, start, stats, stop,
+    interval, is_installed, release_freed_memory, set_interval, start, stats, stop,
     validate_interval,
 };
 pub use lowprof_core::event::HeapAlloc;
@@ -84,7 +96,7 @@ pub use lowprof_core::live::SampledBlock;
 pub use lowprof_core::poisson::{DEFAULT_MEAN_BYTES, MAX_MEAN_BYTES, MIN_MEAN_BYTES};
 pub use lowprof_core::registry::Totals;
 
-use state::{DECLARED_MEAN, HUGE, HUGE_THRESHOLD, INSTALLED, REGION};
+use state::{DECLARED_MEAN, HUGE, HUGE_MIN, INSTALLED, REGION};
 
 /// A [`GlobalAlloc`] that samples the allocations of an inner allocator.
 ///
@@ -94,12 +106,13 @@ use state::{DECLARED_MEAN, HUGE, HUGE_THRESHOLD, INSTALLED, REGION};
 pub struct SampledAlloc<A> {
     inner: A,
     mean: u64,
+    shadow: bool,
 }
 
 impl<A> SampledAlloc<A> {
     /// Wraps `inner`, sampling on average once per 512 KiB allocated.
     pub const fn new(inner: A) -> Self {
-        Self { inner, mean: DEFAULT_MEAN_BYTES }
+        Self { inner, mean: DEFAULT_MEAN_BYTES, shadow: true }
     }
 
     /// Wraps `inner`, sampling on average once per `mean_bytes` allocated.
@@ -114,7 +127,16 @@ impl<A> SampledAlloc<A> {
         } else {
             mean
         };
-        Self { inner, mean }
+        Self { inner, mean, shadow: true }
+    }
+
+    /// Turns off shadow blocks (see the crate docs): the inner allocator then
+    /// no longer sees sampled allocations at all, which saves their memory
+    /// twice over on memory-tight targets but changes the inner allocator's
+    /// heap layout, and with it its trimming and coalescing.
+    pub const fn without_shadow(mut self) -> Self {
+        self.shadow = false;
+        self
     }
 
     /// The wrapped allocator.
@@ -166,14 +188,15 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SampledAlloc<A> {
     #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if REGION.contains(ptr as usize) {
-            return slow::dealloc_sampled(ptr, layout);
+            // SAFETY: forwarded contract.
+            return unsafe { slow::dealloc_sampled(self, ptr, layout) };
         }
-        if layout.size() > HUGE_THRESHOLD.load(Ordering::Relaxed) {
+        if layout.size() > HUGE_MIN {
             // SAFETY: forwarded contract.
             return unsafe { slow::dealloc_large(self, ptr, layout) };
         }
         if !thread::on_free(layout.size()) {
-            thread::count_free_slow(layout.size());
+            thread::register_slow();
         }
         // SAFETY: not a sampled block, so the inner allocator made it.
         unsafe { self.inner.dealloc(ptr, layout) }
@@ -182,15 +205,14 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SampledAlloc<A> {
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if REGION.contains(ptr as usize)
-            || (layout.size() > HUGE_THRESHOLD.load(Ordering::Relaxed)
-                && HUGE.contains(ptr as usize))
+            || (layout.size() > HUGE_MIN && HUGE.contains(ptr as usize))
         {
             // SAFETY: forwarded contract.
             return unsafe { slow::realloc_move(self, ptr, layout, new_size) };
         }
         if thread::on_alloc(new_size) {
             if !thread::on_free(layout.size()) {
-                thread::count_free_slow(layout.size());
+                thread::register_slow();
             }
             // SAFETY: unsampled, so the inner allocator made it.
             return unsafe { self.inner.realloc(ptr, layout, new_size) };

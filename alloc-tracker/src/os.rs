@@ -93,6 +93,45 @@ pub(crate) fn thread_stack_top() -> Option<u64> {
     }
 }
 
+/// The pthread key whose destructor runs [`crate::thread::thread_exit`]:
+/// 0 = not created yet, `u32::MAX` = creation failed, else key + 1.
+static EXIT_KEY: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Arranges for `thread_exit(state)` to run when the calling thread exits.
+/// `false` if no pthread key is available (then nothing will run).
+///
+/// `pthread_key_create` and `pthread_setspecific` do not allocate for the
+/// first 32 keys; beyond that glibc uses its own `calloc`, never Rust's
+/// global allocator.
+pub(crate) fn set_exit_hook(state: *mut libc::c_void) -> bool {
+    use core::sync::atomic::Ordering;
+    let mut key = EXIT_KEY.load(Ordering::Acquire);
+    if key == 0 {
+        let mut created: libc::pthread_key_t = 0;
+        // SAFETY: `created` is a valid out-pointer; the destructor is an
+        // `extern "C" fn(*mut c_void)` as pthread expects.
+        let ok =
+            unsafe { libc::pthread_key_create(&mut created, Some(crate::thread::thread_exit)) }
+                == 0;
+        let candidate = if ok { created + 1 } else { u32::MAX };
+        key = match EXIT_KEY.compare_exchange(0, candidate, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => candidate,
+            Err(winner) => {
+                if ok {
+                    // SAFETY: our own key, never handed out.
+                    unsafe { libc::pthread_key_delete(created) };
+                }
+                winner
+            }
+        };
+    }
+    if key == u32::MAX {
+        return false;
+    }
+    // SAFETY: `key - 1` is a key created above; the value is opaque to pthread.
+    unsafe { libc::pthread_setspecific(key - 1, state) == 0 }
+}
+
 fn errno() -> i32 {
     // SAFETY: __errno_location always returns the calling thread's errno.
     unsafe { *libc::__errno_location() }

@@ -6,15 +6,15 @@
 //! ```text
 //!  alloc_slow ─► visit (count, draw next gap, decide)
 //!                 ├─ Pass   ─► inner allocator
-//!                 └─ Sample ─► place (region slot | inner + huge table | inner, untracked)
+//!                 └─ Sample ─► place (region slot + shadow | inner + huge table | inner, untracked)
 //!                              └► record: walk frame pointers ─► HEAP_ALLOC ─► ring
-//!  dealloc_sampled ─► region free ─► HEAP_FREE ─► ring; release pages of big slots; recycle
+//!  dealloc_sampled ─► region free ─► shadow back to inner ─► HEAP_FREE ─► ring ─► recycle
 //! ```
 //!
-//! Nothing here allocates through the global allocator, takes a lock or
-//! waits; the only system calls are `madvise` when a freed sampled block of
-//! 64 KiB or more gives its pages back (where the inner allocator would have
-//! called `munmap`), and, once per thread, the stack lookup in `tls.rs`.
+//! Nothing here allocates through the global allocator, takes a lock, waits
+//! or makes a system call (but, once per thread, the stack lookup in
+//! `tls.rs`): freed sampled slots of 64 KiB or more are queued as dirty and
+//! their pages given back by the drainer, unless reused first.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
@@ -28,11 +28,12 @@ use lowprof_core::stack::Stack;
 use lowprof_core::unwind;
 
 use crate::SampledAlloc;
-use crate::state::{COUNTS, HUGE, HUGE_THRESHOLD, NEXT_SAMPLE_ID, REGION, RINGS};
+use crate::state::{COUNTS, HUGE, HUGE_MIN, NEXT_SAMPLE_ID, REGION, RINGS};
 use crate::thread::{self, Decision};
 
-/// Freed sampled slots at least this large give their pages back.
-#[cfg(feature = "std")]
+/// Freed sampled slots at least this large give their pages back to the
+/// system, from the drainer ([`crate::release_freed_memory`]), unless a new
+/// sampled block reuses them first.
 const RELEASE_MIN_BYTES: usize = 64 * 1024;
 
 /// An allocation whose countdown crossed zero.
@@ -57,17 +58,26 @@ pub(crate) unsafe fn alloc_slow<A: GlobalAlloc>(
         }
         Decision::Sample { mean } => {
             // SAFETY: as above.
-            let ptr = unsafe { sample(&this.inner, layout, zeroed, mean, fp) };
+            let ptr = unsafe { sample(this, layout, zeroed, mean, fp) };
             thread::leave();
             ptr
         }
     }
 }
 
-/// A free of a block inside the sampled-block region.
+/// A free of a block inside the sampled-block region: ends the sample and
+/// gives the shadow block back to the inner allocator.
+///
+/// # Safety
+///
+/// As `GlobalAlloc::dealloc`.
 #[cold]
 #[inline(never)]
-pub(crate) fn dealloc_sampled(ptr: *mut u8, layout: Layout) {
+pub(crate) unsafe fn dealloc_sampled<A: GlobalAlloc>(
+    this: &SampledAlloc<A>,
+    ptr: *mut u8,
+    layout: Layout,
+) {
     count_free(layout.size());
     let freed = REGION.free(ptr as usize);
     if freed.block.sample_id == 0 {
@@ -75,14 +85,19 @@ pub(crate) fn dealloc_sampled(ptr: *mut u8, layout: Layout) {
         // which would hand one slot to two owners.
         return;
     }
+    if freed.word != 0 {
+        // SAFETY: the shadow was allocated from the inner allocator with
+        // this block's layout when the block was sampled (`place`).
+        unsafe { this.inner.dealloc(freed.word as *mut u8, layout) };
+    }
     COUNTS.freed_samples.add(1);
     let _ = RINGS.push(thread::tid() as usize, TAG_HEAP_FREE, &[&[freed.block.sample_id]]);
-    #[cfg(feature = "std")]
     if freed.slot_len >= RELEASE_MIN_BYTES {
-        crate::os::release_pages(freed.slot_start, freed.slot_len);
-        COUNTS.released_bytes.add(freed.slot_len as u64);
+        // No system call here: reused warm, or released by the drainer.
+        REGION.recycle_dirty(freed);
+    } else {
+        REGION.recycle(freed);
     }
-    REGION.recycle(freed);
 }
 
 /// A free of a block large enough to be a huge sampled block.
@@ -161,7 +176,7 @@ pub(crate) unsafe fn realloc_fired<A: GlobalAlloc>(
             // SAFETY: realloc's contract makes this layout valid.
             let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
             // SAFETY: non-zero size.
-            let new = unsafe { sample(&this.inner, new_layout, false, mean, fp) };
+            let new = unsafe { sample(this, new_layout, false, mean, fp) };
             thread::leave();
             if !new.is_null() {
                 count_free(layout.size());
@@ -184,7 +199,7 @@ pub(crate) unsafe fn realloc_fired<A: GlobalAlloc>(
 ///
 /// `layout` has a non-zero size.
 unsafe fn sample<A: GlobalAlloc>(
-    inner: &A,
+    this: &SampledAlloc<A>,
     layout: Layout,
     zeroed: bool,
     mean: u64,
@@ -197,7 +212,7 @@ unsafe fn sample<A: GlobalAlloc>(
         weight: poisson::sample_weight(size, mean),
     };
     // SAFETY: forwarded contract.
-    let (ptr, tracked) = unsafe { place(inner, layout, zeroed, block) };
+    let (ptr, tracked) = unsafe { place(&this.inner, this.shadow, layout, zeroed, block) };
     if !ptr.is_null() {
         COUNTS.samples.add(1);
         record(block, tracked, fp);
@@ -214,6 +229,7 @@ unsafe fn sample<A: GlobalAlloc>(
 /// `layout` has a non-zero size.
 unsafe fn place<A: GlobalAlloc>(
     inner: &A,
+    shadow: bool,
     layout: Layout,
     zeroed: bool,
     block: SampledBlock,
@@ -225,7 +241,11 @@ unsafe fn place<A: GlobalAlloc>(
             // it is ours alone until published and returned.
             unsafe { ptr::write_bytes(ptr, 0, layout.size()) };
         }
-        REGION.publish(slot, block.sample_id, block.size, block.weight);
+        // The shadow keeps the inner allocator's heap as it would be without
+        // lowprof (crate docs). Null (out of memory) just means no shadow.
+        // SAFETY: forwarded contract; never touched, freed with this layout.
+        let shadow = if shadow { unsafe { inner.alloc(layout) } } else { ptr::null_mut() };
+        REGION.publish(slot, block.sample_id, block.size, block.weight, shadow as u64);
         COUNTS.published.add(1);
         return (ptr, true);
     }
@@ -234,9 +254,7 @@ unsafe fn place<A: GlobalAlloc>(
     if ptr.is_null() {
         return (ptr, false);
     }
-    if layout.size() > HUGE_THRESHOLD.load(core::sync::atomic::Ordering::Relaxed)
-        && HUGE.insert(ptr as usize, block)
-    {
+    if layout.size() > HUGE_MIN && HUGE.insert(ptr as usize, block) {
         COUNTS.published.add(1);
         return (ptr, true);
     }
@@ -261,6 +279,9 @@ fn record(block: SampledBlock, tracked: bool, fp: u64) {
     if stack.is_truncated() {
         flags |= FLAG_TRUNCATED;
     }
+    if stack.is_empty() {
+        COUNTS.no_stack.add(1);
+    }
     let tid = thread::tid();
     let event = HeapAlloc {
         sample_id: block.sample_id,
@@ -281,7 +302,7 @@ fn record(block: SampledBlock, tracked: bool, fp: u64) {
 
 fn count_free(size: usize) {
     if !thread::on_free(size) {
-        thread::count_free_slow(size);
+        thread::register_slow();
     }
 }
 

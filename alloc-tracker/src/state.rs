@@ -10,7 +10,7 @@
 //!  COUNTS         samples taken, samples whose event or slot was lost, …
 //! ```
 
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use core::sync::atomic::{AtomicBool, AtomicU64};
 
 use lowprof_core::counters::Counter;
 use lowprof_core::live::{HugeTable, Region};
@@ -28,9 +28,12 @@ pub(crate) static RINGS: RingSet<RINGS_N, RING_WORDS> = RingSet::new();
 pub(crate) static REGION: Region = Region::new();
 pub(crate) static HUGE: HugeTable<256> = HugeTable::new();
 
-/// Frees of blocks larger than this may be huge sampled blocks and are looked
-/// up in [`HUGE`]; `usize::MAX` until the region exists.
-pub(crate) static HUGE_THRESHOLD: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// Sampled blocks larger than this that do not fit the region go to the
+/// inner allocator and the [`HUGE`] table, and only frees larger than this
+/// look there. A constant, so the free fast path compares with an immediate.
+/// (The std region's slots reach 16–256 MiB; a smaller no_std region leaves
+/// sampled blocks between its largest slot and this size untracked, counted.)
+pub(crate) const HUGE_MIN: usize = 1 << 20;
 
 /// Whether sampling is on.
 pub(crate) static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -57,6 +60,9 @@ pub(crate) struct Counts {
     pub freed_samples: Counter,
     /// Samples whose record was dropped because the rings were full.
     pub dropped_samples: Counter,
+    /// Samples whose stack walk found no frame at all (code built without
+    /// frame pointers).
+    pub no_stack: Counter,
     /// Sampled allocations whose block could not be placed in the region or
     /// the huge table: their allocation is counted, their in-use part is lost.
     pub untracked: Counter,
@@ -75,6 +81,7 @@ pub(crate) static COUNTS: Counts = Counts {
     published: Counter::new(),
     freed_samples: Counter::new(),
     dropped_samples: Counter::new(),
+    no_stack: Counter::new(),
     untracked: Counter::new(),
     dropped_objects_x1024: Counter::new(),
     dropped_bytes: Counter::new(),

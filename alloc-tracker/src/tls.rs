@@ -4,37 +4,49 @@
 //! (rust-lang/rust#116390; the GlobalAlloc "re-entrance" rules).
 //!
 //! ```text
-//!  ThreadState (per thread)           SLOTS (static, one slot per live thread)
-//!  ┌──────────────┐                   ┌──────────────────────────────────┐
-//!  │ countdown    │ bytes to next sample point (fast path: sub + sign)   │
-//!  │ gap_mean     │ mean the current gap was drawn with (0: none yet)    │
-//!  │ rng          │ xorshift state                                       │
-//!  │ slot ────────┼──────────────────►│ allocs │ alloc_b │ frees │ free_b │
-//!  │ in_slow      │ re-entrancy guard └──────────────────────────────────┘
-//!  │ tid, stack_hi│ filled on first need
-//!  └──────────────┘
+//!  ThreadState (thread-local)
+//!  ┌──────────────────────────────────────────────────────────────────┐
+//!  │ counters: countdown │ gap_sum │ allocs │ frees │ free_bytes │ seq │ ← registered in
+//!  │ registered: 0 new, 1 in REGISTRY, 2 no slot, 3 exited            │   REGISTRY, read by
+//!  │ gap_mean, rng, in_slow (re-entrancy guard), tid, stack_hi        │   the drainer
+//!  └──────────────────────────────────────────────────────────────────┘
+//!  alloc fast path:  countdown -= size; < 0 → slow;  allocs += 1
+//!  free fast path:   frees += 1; free_bytes += size; registered == 0 → register (once)
 //! ```
 //!
-//! `slot` starts at a shared sentinel; the first slow-path visit claims a
-//! real slot. A new thread's countdown starts at 0, so its first allocation
-//! always takes the slow path and claims before the fast path ever counts.
+//! Every counter is written only by its thread, with a relaxed load and
+//! store (no lock prefix, no shared cache line), and read by the drainer
+//! through the registry. Bytes allocated need no counter of their own: they
+//! are the gaps drawn minus the countdown.
+//!
+//! A thread registers on its first slow-path visit (its first allocation:
+//! the countdown starts at 0) or its first free, and sets a pthread key whose
+//! destructor folds its totals into the retired totals when it exits. glibc
+//! runs key destructors after Rust's thread-local destructors, so every free
+//! those make is counted.
 
 use core::cell::Cell;
+use core::ffi::c_void;
 
 use lowprof_core::poisson::{self, Rng};
-use lowprof_core::registry::{ThreadSlot, ThreadSlots, Totals};
+use lowprof_core::registry::{Registration, ThreadCounters, ThreadRegistry, Totals};
 use lowprof_core::unwind::Bounds;
 
-/// Threads with their own exact-total slot at once; more share one slot.
+/// Threads registered at once; more are counted when they exit.
 pub(crate) const MAX_THREADS: usize = 4096;
-pub(crate) static SLOTS: ThreadSlots<MAX_THREADS> = ThreadSlots::new();
-static SENTINEL: ThreadSlot = ThreadSlot::new();
+pub(crate) static REGISTRY: ThreadRegistry<MAX_THREADS> = ThreadRegistry::new();
+
+const NEW: u8 = 0;
+const REGISTERED: u8 = 1;
+const NO_SLOT: u8 = 2;
+const EXITED: u8 = 3;
 
 pub(crate) struct ThreadState {
-    countdown: Cell<isize>,
+    counters: ThreadCounters,
+    registered: Cell<u8>,
+    registration: Cell<Option<Registration>>,
     gap_mean: Cell<u64>,
     rng: Cell<u64>,
-    slot: Cell<*const ThreadSlot>,
     in_slow: Cell<bool>,
     tid: Cell<u64>,
     /// Top of this thread's stack; 0 = not looked up yet, 1 = unknown.
@@ -44,20 +56,15 @@ pub(crate) struct ThreadState {
 impl ThreadState {
     const fn new() -> Self {
         Self {
-            countdown: Cell::new(0),
+            counters: ThreadCounters::new(),
+            registered: Cell::new(NEW),
+            registration: Cell::new(None),
             gap_mean: Cell::new(0),
             rng: Cell::new(0),
-            slot: Cell::new(&SENTINEL),
             in_slow: Cell::new(false),
             tid: Cell::new(0),
             stack_hi: Cell::new(0),
         }
-    }
-
-    fn slot(&self) -> &'static ThreadSlot {
-        // SAFETY: `slot` only ever holds the address of `SENTINEL` or of a
-        // slot in `SLOTS`, both statics.
-        unsafe { &*self.slot.get() }
     }
 }
 
@@ -72,14 +79,10 @@ std::thread_local! {
 pub(crate) fn on_alloc(size: usize) -> bool {
     STATE
         .try_with(|s| {
-            let left = s.countdown.get().wrapping_sub(size as isize);
-            s.countdown.set(left);
-            if left < 0 {
+            if s.counters.take(size) < 0 {
                 return false;
             }
-            let slot = s.slot();
-            slot.allocs.add_owned(1);
-            slot.alloc_bytes.add_owned(size as u64);
+            s.counters.allocs.add_owned(1);
             true
         })
         // Thread-local storage already torn down: not sampled, not counted.
@@ -87,32 +90,23 @@ pub(crate) fn on_alloc(size: usize) -> bool {
 }
 
 /// Deallocation fast path: counts the free. Returns `false` if this thread
-/// has no slot yet (take [`count_free_slow`]). Allocation-free.
+/// is not registered yet (then call [`register_slow`]). Allocation-free.
 #[inline(always)]
 pub(crate) fn on_free(size: usize) -> bool {
     STATE
         .try_with(|s| {
-            let slot = s.slot.get();
-            if core::ptr::eq(slot, &SENTINEL) {
-                return false;
-            }
-            let slot = s.slot();
-            slot.frees.add_owned(1);
-            slot.free_bytes.add_owned(size as u64);
-            true
+            s.counters.frees.add_owned(1);
+            s.counters.free_bytes.add_owned(size as u64);
+            s.registered.get() != NEW
         })
         .unwrap_or(true)
 }
 
-/// Counts a free for a thread that has no slot yet.
+/// Registers a thread whose first act was a free.
 #[cold]
 #[inline(never)]
-pub(crate) fn count_free_slow(size: usize) {
-    let _ = STATE.try_with(|s| {
-        let slot = claim(s);
-        slot.frees.add_owned(1);
-        slot.free_bytes.add_owned(size as u64);
-    });
+pub(crate) fn register_slow() {
+    let _ = STATE.try_with(register);
 }
 
 /// What the slow path decided for one allocation.
@@ -125,8 +119,8 @@ pub(crate) enum Decision {
 }
 
 /// The slow path of an allocation of `size` bytes whose countdown crossed
-/// zero (or whose thread is new): claims a slot, counts the allocation,
-/// draws the next gap and decides whether this block is sampled.
+/// zero (or whose thread is new): registers the thread, counts the
+/// allocation, draws the next gap and decides whether this block is sampled.
 ///
 /// `enabled` says whether sampling is on; `draw_mean` is the interval to draw
 /// the next gap with (also while off, so that turning sampling on finds every
@@ -137,16 +131,12 @@ pub(crate) enum Decision {
 pub(crate) fn visit(size: usize, enabled: bool, draw_mean: u64) -> Decision {
     STATE
         .try_with(|s| {
+            s.counters.allocs.add_owned(1);
             if s.in_slow.get() {
-                let slot = s.slot();
-                slot.allocs.add_owned(1);
-                slot.alloc_bytes.add_owned(size as u64);
                 return Decision::Pass;
             }
             s.in_slow.set(true);
-            let slot = claim(s);
-            slot.allocs.add_owned(1);
-            slot.alloc_bytes.add_owned(size as u64);
+            register(s);
             let mut rng = rng(s);
             let fired_mean = s.gap_mean.get();
             let decision = if fired_mean == 0 {
@@ -154,14 +144,14 @@ pub(crate) fn visit(size: usize, enabled: bool, draw_mean: u64) -> Decision {
                 // now, so this block is sampled if the first gap ends in it.
                 let gap = poisson::next_gap(&mut rng, draw_mean);
                 if enabled && gap < size as u64 {
-                    s.countdown.set(poisson::next_gap(&mut rng, draw_mean) as isize);
+                    s.counters.reset_countdown(poisson::next_gap(&mut rng, draw_mean) as i64);
                     Decision::Sample { mean: draw_mean }
                 } else {
-                    s.countdown.set(gap as isize - size as isize);
+                    s.counters.reset_countdown(gap as i64 - size as i64);
                     Decision::Pass
                 }
             } else {
-                s.countdown.set(poisson::next_gap(&mut rng, draw_mean) as isize);
+                s.counters.reset_countdown(poisson::next_gap(&mut rng, draw_mean) as i64);
                 if enabled { Decision::Sample { mean: fired_mean } } else { Decision::Pass }
             };
             s.gap_mean.set(draw_mean);
@@ -190,9 +180,8 @@ pub(crate) fn tid() -> u64 {
 /// thread, unlike the maps-derived table the CPU sampler uses). That call is
 /// glibc's, and may use glibc's own `malloc` — never Rust's global allocator,
 /// so it cannot re-enter lowprof — and, for the main thread only, read
-/// `/proc/self/maps`. It happens once per thread, on its first sample, and is
-/// the one exception to "no syscalls in the slow path" (documented in
-/// DESIGN-deviations in the crate README).
+/// `/proc/self/maps`. It happens once per thread, on its first sample (see
+/// the crate README for this deviation from "no system calls").
 pub(crate) fn stack_bounds(sp: u64) -> Bounds {
     let hi = STATE
         .try_with(|s| {
@@ -211,36 +200,49 @@ pub(crate) fn stack_bounds(sp: u64) -> Bounds {
     }
 }
 
-/// Exact totals over all threads.
+/// Exact totals over all threads, and how many threads could not register
+/// (their totals appear when they exit).
 pub(crate) fn totals() -> (Totals, u64) {
-    (SLOTS.totals(), SLOTS.overflow_users())
+    (REGISTRY.totals(), REGISTRY.unregistered())
 }
 
-/// Frees the slots of exited threads; `alive(tid)` says whether a thread runs.
-pub(crate) fn retire_exited(alive: &mut dyn FnMut(u64) -> bool) -> usize {
-    let mut retired = 0;
-    SLOTS.for_each_owned(|index, owner| {
-        if !alive(owner) && SLOTS.retire(index, owner) {
-            retired += 1;
-        }
-    });
-    retired
+/// Threads registered now.
+pub(crate) fn threads() -> usize {
+    REGISTRY.registered()
 }
 
-/// Threads currently holding a slot.
-pub(crate) fn threads_with_slots() -> usize {
-    SLOTS.claimed()
-}
-
-fn claim(s: &ThreadState) -> &'static ThreadSlot {
-    if !core::ptr::eq(s.slot.get(), &SENTINEL) {
-        return s.slot();
+fn register(s: &ThreadState) {
+    if s.registered.get() != NEW {
+        return;
     }
     let tid = crate::os::gettid();
     s.tid.set(tid);
-    let slot = SLOTS.claim(tid);
-    s.slot.set(slot);
-    slot
+    // The exit hook is what makes registering safe: without it the registry
+    // would keep a pointer into thread-local storage that is gone.
+    if !crate::os::set_exit_hook((s as *const ThreadState).cast_mut().cast()) {
+        s.registered.set(NO_SLOT);
+        return;
+    }
+    // SAFETY: `s.counters` lives in this thread's thread-local storage until
+    // the thread exits, and `thread_exit` (the pthread key destructor just
+    // set) unregisters it before that storage goes.
+    let registration = unsafe { REGISTRY.register(tid, &s.counters) };
+    s.registration.set(registration);
+    s.registered.set(if registration.is_some() { REGISTERED } else { NO_SLOT });
+}
+
+/// The pthread key destructor: folds the exiting thread's totals into the
+/// retired totals. Runs after the thread's Rust thread-local destructors.
+pub(crate) extern "C" fn thread_exit(state: *mut c_void) {
+    // SAFETY: the key's value is the address of this thread's ThreadState
+    // (set in `register`), still alive while key destructors run.
+    let Some(s) = (unsafe { state.cast::<ThreadState>().as_ref() }) else { return };
+    match (s.registered.get(), s.registration.get()) {
+        (REGISTERED, Some(registration)) => REGISTRY.unregister(registration, &s.counters),
+        (NO_SLOT, _) => REGISTRY.fold_unregistered(&s.counters),
+        _ => {}
+    }
+    s.registered.set(EXITED);
 }
 
 fn rng(s: &ThreadState) -> Rng {

@@ -73,11 +73,12 @@ impl OwnedCounter {
         self.0.store(v.wrapping_add(n), Ordering::Relaxed);
     }
     /// The current value.
-    #[inline]
+    #[inline(always)]
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
-    /// Resets to `v` (used when a slot is recycled).
+    /// Sets the value. Owner only.
+    #[inline(always)]
     pub fn set(&self, v: u64) {
         self.0.store(v, Ordering::Relaxed);
     }

@@ -20,10 +20,12 @@
 //!  │◄─ 1 << sub_shift ──►│
 //!
 //!  slot (aligned to its size):
-//!  ┌──────────── header, 32 B ─────────────┬─ pad to align ─┬─ user block ─┐
-//!  │ sample_id │ size │ weight │ free link │                │              │
-//!  └───────────────────────────────────────┴────────────────┴──────────────┘
+//!  ┌──────────── header, 32 B ───────────────┬─ pad to align ─┬─ user block ─┐
+//!  │ sample_id │ size │ weight │ link / word │                │              │
+//!  └─────────────────────────────────────────┴────────────────┴──────────────┘
 //!    sample_id == 0  ⇔  slot not live
+//!    link / word: the free-list link while free; one word for the owner of
+//!    a live slot (lowprof-alloc keeps its shadow block there)
 //! ```
 //!
 //! A block of `size` bytes and alignment `align` takes the smallest slot that
@@ -79,6 +81,8 @@ pub struct SampledBlock {
 pub struct FreedSlot {
     /// The block that lived there.
     pub block: SampledBlock,
+    /// The word given to [`Region::publish`].
+    pub word: u64,
     /// Start of the slot.
     pub slot_start: usize,
     /// Size of the slot in bytes.
@@ -106,8 +110,11 @@ struct Header {
 const _: () = assert!(core::mem::size_of::<Header>() == HEADER_BYTES);
 
 struct Class {
-    /// `tag << 32 | (index + 1)`; low half 0 = empty.
+    /// Clean free slots: `tag << 32 | (index + 1)`; low half 0 = empty.
     free: AtomicU64,
+    /// Freed slots whose pages may still be resident (same encoding): reused
+    /// warm by `alloc`, or released by [`Region::release_dirty`].
+    dirty: AtomicU64,
     /// Slots ever carved from this class (may overshoot the capacity).
     bump: AtomicUsize,
 }
@@ -138,8 +145,13 @@ impl Region {
             base: AtomicUsize::new(0),
             sub_shift: AtomicUsize::new(0),
             classes: AtomicUsize::new(0),
-            class: [const { Class { free: AtomicU64::new(0), bump: AtomicUsize::new(0) } };
-                MAX_CLASSES],
+            class: [const {
+                Class {
+                    free: AtomicU64::new(0),
+                    dirty: AtomicU64::new(0),
+                    bump: AtomicUsize::new(0),
+                }
+            }; MAX_CLASSES],
             exhausted: Counter::new(),
         }
     }
@@ -154,6 +166,7 @@ impl Region {
             classes: AtomicUsize::new(0),
             class: core::array::from_fn(|_| Class {
                 free: AtomicU64::new(0),
+                dirty: AtomicU64::new(0),
                 bump: AtomicUsize::new(0),
             }),
             exhausted: Counter::new(),
@@ -279,7 +292,10 @@ impl Region {
         if class >= self.classes.load(Ordering::Relaxed) {
             return None;
         }
-        let index = match self.pop(class) {
+        let index = match self
+            .pop(&self.class[class].free, class)
+            .or_else(|| self.pop(&self.class[class].dirty, class))
+        {
             Some(i) => i,
             None => {
                 let capacity = self.capacity(class);
@@ -298,21 +314,26 @@ impl Region {
         Some(NewSlot { user: slot_start + pad, slot_start })
     }
 
-    /// Makes a slot from [`Region::alloc`] live, as block `sample_id` (non-zero).
-    pub fn publish(&self, slot: NewSlot, sample_id: u64, size: u64, weight: f64) {
+    /// Makes a slot from [`Region::alloc`] live, as block `sample_id`
+    /// (non-zero), keeping `word` for the caller until [`Region::free`].
+    pub fn publish(&self, slot: NewSlot, sample_id: u64, size: u64, weight: f64, word: u64) {
         let header = self.header(slot.slot_start);
         // Seqlock writer: `sample_id` is 0 here; the Release fence orders that
         // before the data so a scan that reads new data re-reads a changed id.
         fence(Ordering::Release);
         header.size.store(size, Ordering::Relaxed);
         header.weight.store(weight.to_bits(), Ordering::Relaxed);
+        // The link is free while the slot is live. A stale `pop` may read
+        // this word as a "next" index; its compare-exchange then fails on
+        // the head's tag, as for any stale link.
+        header.link.store(word, Ordering::Relaxed);
         header.sample_id.store(sample_id, Ordering::Release);
     }
 
     /// Gives back a slot from [`Region::alloc`] that was never published.
     pub fn abandon(&self, slot: NewSlot) {
         let (class, index) = self.locate(slot.slot_start);
-        self.push(class, index);
+        self.push(&self.class[class].free, class, index);
     }
 
     /// Ends the life of the sampled block at `ptr` (which [`Region::contains`]),
@@ -333,13 +354,42 @@ impl Region {
             size: header.size.load(Ordering::Relaxed),
             weight: f64::from_bits(header.weight.load(Ordering::Relaxed)),
         };
+        let word = header.link.load(Ordering::Relaxed);
         let index = (offset & ((1usize << sub_shift) - 1)) >> shift;
-        FreedSlot { block, slot_start, slot_len: 1 << shift, class, index }
+        FreedSlot { block, word, slot_start, slot_len: 1 << shift, class, index }
     }
 
     /// Returns a slot freed by [`Region::free`] to its free list.
     pub fn recycle(&self, freed: FreedSlot) {
-        self.push(freed.class, freed.index);
+        self.push(&self.class[freed.class].free, freed.class, freed.index);
+    }
+
+    /// Returns a freed slot whose pages should eventually go back to the
+    /// system: it is reused warm if a block of its class comes first, else
+    /// [`Region::release_dirty`] releases it. Keeps system calls off the free
+    /// path.
+    pub fn recycle_dirty(&self, freed: FreedSlot) {
+        self.push(&self.class[freed.class].dirty, freed.class, freed.index);
+    }
+
+    /// Hands every dirty slot to `release(start, len)` (which gives its pages
+    /// back to the system) and then to the clean free list. Returns the bytes
+    /// released. For a housekeeping thread, not a hot path.
+    pub fn release_dirty(&self, mut release: impl FnMut(usize, usize)) -> u64 {
+        if !self.is_initialised() {
+            return 0;
+        }
+        let mut bytes = 0u64;
+        for class in 0..self.classes.load(Ordering::Relaxed) {
+            let c = &self.class[class];
+            while let Some(index) = self.pop(&c.dirty, class) {
+                let len = 1usize << (MIN_SLOT_SHIFT as usize + class);
+                release(self.slot_start(class, index), len);
+                bytes += len as u64;
+                self.push(&c.free, class, index);
+            }
+        }
+        bytes
     }
 
     /// Calls `f` for every block live at the moment its slot is read.
@@ -422,8 +472,7 @@ impl Region {
         unsafe { &*(slot_start as *const Header) }
     }
 
-    fn pop(&self, class: usize) -> Option<usize> {
-        let list = &self.class[class].free;
+    fn pop(&self, list: &AtomicU64, class: usize) -> Option<usize> {
         let mut head = list.load(Ordering::Acquire);
         loop {
             let top = (head & 0xffff_ffff) as usize;
@@ -447,8 +496,7 @@ impl Region {
         }
     }
 
-    fn push(&self, class: usize, index: usize) {
-        let list = &self.class[class].free;
+    fn push(&self, list: &AtomicU64, class: usize, index: usize) {
         let header = self.header(self.slot_start(class, index));
         let mut head = list.load(Ordering::Relaxed);
         loop {
@@ -620,10 +668,10 @@ mod tests {
         let a = r.alloc(100, 8).unwrap();
         assert!(r.contains(a.user));
         assert_eq!(a.user % 8, 0);
-        r.publish(a, 1, 100, 3.5);
+        r.publish(a, 1, 100, 3.5, 0xdead);
         let b = r.alloc(10, 64).unwrap();
         assert_eq!(b.user % 64, 0);
-        r.publish(b, 2, 10, 7.0);
+        r.publish(b, 2, 10, 7.0, 0);
         let mut live = Vec::new();
         r.for_each_live(|blk| live.push(blk));
         live.sort_by_key(|b| b.sample_id);
@@ -637,6 +685,7 @@ mod tests {
         // Any interior pointer finds the slot; the user pointer is what frees.
         let freed = r.free(a.user);
         assert_eq!(freed.block.sample_id, 1);
+        assert_eq!(freed.word, 0xdead, "the caller's word comes back");
         assert_eq!(freed.slot_len, 256);
         r.recycle(freed);
         let mut n = 0;
@@ -648,6 +697,29 @@ mod tests {
         r.abandon(c);
         assert!(!r.contains(base.wrapping_sub(1)));
         assert!(!r.contains(base + len + 4096));
+    }
+
+    #[test]
+    fn dirty_slots_are_reused_warm_or_released() {
+        let (_buf, base, len) = memory(1 << 20);
+        let r = Region::new();
+        // SAFETY: as above.
+        unsafe { r.init(base, len) }.unwrap();
+        let a = r.alloc(1000, 8).unwrap();
+        r.publish(a, 1, 1000, 1.0, 0);
+        r.recycle_dirty(r.free(a.user));
+        // Reused warm before the bump pointer moves on.
+        let b = r.alloc(1100, 8).unwrap();
+        assert_eq!(b.user, a.user);
+        r.publish(b, 2, 1100, 1.0, 0);
+        r.recycle_dirty(r.free(b.user));
+        let mut released = std::vec::Vec::new();
+        // 1000 + 32 header bytes take a 2048-byte slot.
+        assert_eq!(r.release_dirty(|start, len| released.push((start, len))), 2048);
+        assert_eq!(released, [(a.user - HEADER_BYTES, 2048)]);
+        assert_eq!(r.release_dirty(|_, _| panic!("nothing left")), 0);
+        // Now clean: still reused first.
+        assert_eq!(r.alloc(1000, 8).unwrap().user, a.user);
     }
 
     #[test]
@@ -687,7 +759,7 @@ mod tests {
                             // Scribble the user block: a shared slot would show.
                             // SAFETY: the block is ours until freed below.
                             unsafe { *(s.user as *mut u64) = id };
-                            r.publish(s, id, 40, 1.0);
+                            r.publish(s, id, 40, 1.0, 0);
                             mine.push((s.user, id));
                         }
                         if mine.len() > 32 {
@@ -752,7 +824,7 @@ mod loom_tests {
                 loom::thread::spawn(move || {
                     let id = t as u64 + 1;
                     let s = r.alloc(8, 8).unwrap();
-                    r.publish(s, id, id * 10, 1.0);
+                    r.publish(s, id, id * 10, 1.0, 0);
                     let f = r.free(s.user);
                     assert_eq!(f.block.sample_id, id);
                     assert_eq!(f.block.size, id * 10);

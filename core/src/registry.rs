@@ -1,33 +1,31 @@
-//! A fixed table of per-thread slots holding exact allocation totals.
-//!
-//! Each thread claims one slot the first time it reaches the allocator's slow
-//! path and keeps a pointer to it in a `const` thread-local. From then on the
-//! fast paths add to the slot's [`OwnedCounter`]s (no locked instruction), and
-//! the drainer sums every slot for exact totals without any shared atomic being
-//! written per allocation.
+//! Exact allocation totals without a shared write per allocation: each
+//! thread counts into [`ThreadCounters`] in its own thread-local storage, and
+//! registers their address here so totals can be read at any moment.
 //!
 //! ```text
-//!  slots[0..N]   each 128-byte aligned (no false sharing)
-//!  ┌───────────┬──────────────────────────────────────────────────┐
-//!  │ owner     │ 0 = free, otherwise the owner's token (tid + 1)  │
-//!  │ allocs    │ allocations made by the owner                    │
-//!  │ alloc_b   │ bytes requested by those allocations             │
-//!  │ frees     │ deallocations made by the owner                  │
-//!  │ free_b    │ bytes released by those deallocations            │
-//!  └───────────┴──────────────────────────────────────────────────┘
-//!  retired: totals of slots whose owner has exited (folded in by the drainer)
-//!  overflow: shared by threads that find the table full (counts may be lost
-//!            there; `overflow_users` says how many threads used it)
+//!  thread-local ThreadCounters (owner writes, relaxed load + store, no lock prefix)
+//!    countdown  bytes to the next sample point (the allocator's fast path)
+//!    gap_sum    Σ of every countdown set by the slow path, minus the value it replaced
+//!    allocs, frees, free_bytes
+//!    seq        odd while the slow path rewrites countdown and gap_sum together
+//!    bytes allocated = gap_sum − countdown   (no counter of its own on the fast path)
+//!
+//!  ThreadRegistry (static)
+//!    slots[i] = { state, counters: *const ThreadCounters, owner }
+//!        FREE ─claim─► LIVE ◄─► READING (a reader copies the counters)
+//!                       └─exit─► EXITING ─fold into `retired`─► FREE
+//!    retired   totals of threads that have exited
+//!    exits_begun / exits_ended   bracket each exit, from the moment its slot
+//!              stops being readable until its totals are in `retired`;
+//!              a reader retries if an exit was in progress or began meanwhile
 //! ```
 //!
-//! A slot is recycled only by [`ThreadSlots::retire`], which the caller may call
-//! once it knows the owner has exited (the std drainer checks
-//! `/proc/self/task/<tid>`). Until then a dead thread's slot simply keeps its
-//! final totals.
+//! A reader never touches a thread's counters unless it holds the slot in
+//! READING, and an exiting thread waits (spins, briefly: a reader copies six
+//! words) until no reader holds it before its thread-local storage can go.
 
 use crate::counters::OwnedCounter;
-use crate::pad::CachePadded;
-use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence};
 
 /// Exact totals of one thread, or of all of them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -51,179 +49,287 @@ impl Totals {
     }
 }
 
-/// One thread's counters.
+/// One thread's counters and sampling countdown. Lives in that thread's
+/// thread-local storage; only the owner writes, any thread may read through
+/// the registry.
 #[derive(Debug)]
-pub struct ThreadSlot {
-    owner: AtomicU64,
-    /// Allocations made by the owner.
+#[repr(C)]
+pub struct ThreadCounters {
+    /// Bytes to the next sample point; the fast path subtracts sizes.
+    pub countdown: OwnedCounter,
+    /// Σ(new countdown − replaced countdown) over every slow-path reset, so
+    /// that bytes allocated = `gap_sum − countdown`.
+    gap_sum: OwnedCounter,
+    /// Allocations.
     pub allocs: OwnedCounter,
-    /// Bytes requested by the owner's allocations.
-    pub alloc_bytes: OwnedCounter,
-    /// Deallocations made by the owner.
+    /// Deallocations.
     pub frees: OwnedCounter,
-    /// Bytes released by the owner's deallocations.
+    /// Bytes released by deallocations.
     pub free_bytes: OwnedCounter,
+    seq: AtomicU64,
 }
 
-impl ThreadSlot {
-    /// A free slot.
+impl ThreadCounters {
+    /// Zeroed counters, countdown 0.
     #[cfg(not(loom))]
     pub const fn new() -> Self {
         Self {
-            owner: AtomicU64::new(0),
+            countdown: OwnedCounter::new(),
+            gap_sum: OwnedCounter::new(),
             allocs: OwnedCounter::new(),
-            alloc_bytes: OwnedCounter::new(),
             frees: OwnedCounter::new(),
             free_bytes: OwnedCounter::new(),
+            seq: AtomicU64::new(0),
         }
     }
 
-    /// The owner token, 0 if free.
-    pub fn owner(&self) -> u64 {
-        self.owner.load(Ordering::Acquire)
+    /// Subtracts `size` from the countdown and returns the new value (signed).
+    /// Owner only; allocation-free, async-signal-safe.
+    #[inline(always)]
+    pub fn take(&self, size: usize) -> i64 {
+        let left = (self.countdown.get() as i64).wrapping_sub(size as i64);
+        self.countdown.set(left as u64);
+        left
     }
 
-    /// This slot's totals (each counter exact; the four read one after another).
+    /// Replaces the countdown (slow path), keeping `bytes allocated` exact.
+    /// Owner only.
+    pub fn reset_countdown(&self, new: i64) {
+        let old = self.countdown.get() as i64;
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.gap_sum.set(self.gap_sum.get().wrapping_add(new.wrapping_sub(old) as u64));
+        self.countdown.set(new as u64);
+        self.seq.store(seq.wrapping_add(2), Ordering::Release);
+    }
+
+    /// The current countdown (signed).
+    #[inline(always)]
+    pub fn countdown(&self) -> i64 {
+        self.countdown.get() as i64
+    }
+
+    /// A consistent copy of the totals. Safe from any thread (the registry
+    /// makes sure the counters still exist).
     pub fn totals(&self) -> Totals {
-        Totals {
-            alloc_count: self.allocs.get(),
-            alloc_bytes: self.alloc_bytes.get(),
-            free_count: self.frees.get(),
-            free_bytes: self.free_bytes.get(),
+        loop {
+            let s1 = self.seq.load(Ordering::Acquire);
+            let gap_sum = self.gap_sum.get();
+            let countdown = self.countdown.get();
+            let t = Totals {
+                alloc_count: self.allocs.get(),
+                alloc_bytes: gap_sum.wrapping_sub(countdown),
+                free_count: self.frees.get(),
+                free_bytes: self.free_bytes.get(),
+            };
+            fence(Ordering::Acquire);
+            if s1 & 1 == 0 && self.seq.load(Ordering::Relaxed) == s1 {
+                return t;
+            }
+            core::hint::spin_loop();
         }
-    }
-
-    fn reset(&self) {
-        self.allocs.set(0);
-        self.alloc_bytes.set(0);
-        self.frees.set(0);
-        self.free_bytes.set(0);
     }
 }
 
 #[cfg(not(loom))]
-impl Default for ThreadSlot {
+impl Default for ThreadCounters {
     fn default() -> Self {
         Self::new()
     }
 }
 
-/// `N` claimable [`ThreadSlot`]s plus a shared overflow slot.
-#[derive(Debug)]
-pub struct ThreadSlots<const N: usize> {
-    slots: [CachePadded<ThreadSlot>; N],
-    /// One past the highest slot ever claimed: scans stop here.
-    high_water: AtomicUsize,
-    overflow: CachePadded<ThreadSlot>,
-    overflow_users: AtomicU64,
-    retired: [AtomicU64; 4],
+const FREE: u8 = 0;
+const CLAIMING: u8 = 1;
+const LIVE: u8 = 2;
+const READING: u8 = 3;
+const EXITING: u8 = 4;
+
+struct Slot {
+    state: AtomicU8,
+    counters: AtomicPtr<ThreadCounters>,
+    owner: AtomicU64,
 }
 
-#[cfg(not(loom))]
-impl<const N: usize> ThreadSlots<N> {
-    /// An empty table.
+/// `N` registration slots plus the totals of exited threads.
+pub struct ThreadRegistry<const N: usize> {
+    slots: [Slot; N],
+    /// One past the highest slot ever claimed: scans stop here.
+    high_water: AtomicUsize,
+    retired: [AtomicU64; 4],
+    exits_begun: AtomicU64,
+    exits_ended: AtomicU64,
+    unregistered: AtomicU64,
+}
+
+/// Where a thread's counters are registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registration(usize);
+
+impl<const N: usize> ThreadRegistry<N> {
+    /// An empty registry.
+    #[cfg(not(loom))]
     pub const fn new() -> Self {
         Self {
-            slots: [const { CachePadded::new(ThreadSlot::new()) }; N],
+            slots: [const {
+                Slot {
+                    state: AtomicU8::new(FREE),
+                    counters: AtomicPtr::new(core::ptr::null_mut()),
+                    owner: AtomicU64::new(0),
+                }
+            }; N],
             high_water: AtomicUsize::new(0),
-            overflow: CachePadded::new(ThreadSlot::new()),
-            overflow_users: AtomicU64::new(0),
             retired: [const { AtomicU64::new(0) }; 4],
+            exits_begun: AtomicU64::new(0),
+            exits_ended: AtomicU64::new(0),
+            unregistered: AtomicU64::new(0),
         }
     }
 
-    /// Claims a free slot for `owner` (non-zero), or returns the shared
-    /// overflow slot when all `N` are taken.
+    /// Registers `counters` for thread `owner`. `None` when every slot is
+    /// taken: the thread's totals then become visible only when it exits
+    /// (see [`Self::fold_unregistered`]); [`Self::unregistered`] counts such
+    /// threads.
     ///
-    /// Lock-free, allocation-free, async-signal-safe: a scan with one
-    /// compare-exchange per free-looking slot.
-    pub fn claim(&self, owner: u64) -> &ThreadSlot {
-        let owner = owner.max(1);
+    /// Lock-free, allocation-free, async-signal-safe.
+    ///
+    /// # Safety
+    ///
+    /// `counters` must stay valid and in place until this registration is
+    /// passed to [`Self::unregister`].
+    pub unsafe fn register(
+        &self,
+        owner: u64,
+        counters: *const ThreadCounters,
+    ) -> Option<Registration> {
         for (i, slot) in self.slots.iter().enumerate() {
-            if slot.owner.load(Ordering::Relaxed) == 0
+            if slot.state.load(Ordering::Relaxed) == FREE
                 && slot
-                    .owner
-                    .compare_exchange(0, owner, Ordering::AcqRel, Ordering::Relaxed)
+                    .state
+                    .compare_exchange(FREE, CLAIMING, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             {
+                slot.counters.store(counters.cast_mut(), Ordering::Relaxed);
+                slot.owner.store(owner, Ordering::Relaxed);
+                slot.state.store(LIVE, Ordering::Release);
                 self.high_water.fetch_max(i + 1, Ordering::AcqRel);
-                return slot;
+                return Some(Registration(i));
             }
         }
-        self.overflow_users.fetch_add(1, Ordering::Relaxed);
-        &self.overflow
+        self.unregistered.fetch_add(1, Ordering::Relaxed);
+        None
     }
 
-    /// Whether `slot` is the shared overflow slot.
-    pub fn is_overflow(&self, slot: &ThreadSlot) -> bool {
-        core::ptr::eq(slot, &*self.overflow)
-    }
-
-    /// Calls `f(index, owner)` for every claimed slot.
-    pub fn for_each_owned(&self, mut f: impl FnMut(usize, u64)) {
-        let hw = self.high_water.load(Ordering::Acquire).min(N);
-        for (i, slot) in self.slots[..hw].iter().enumerate() {
-            let owner = slot.owner();
-            if owner != 0 {
-                f(i, owner);
+    /// Ends a registration at thread exit: waits until no reader holds the
+    /// slot, folds the thread's final totals into the retired totals, and
+    /// frees the slot. After it returns the counters may go away.
+    pub fn unregister(&self, registration: Registration, counters: &ThreadCounters) {
+        let Some(slot) = self.slots.get(registration.0) else { return };
+        // From here until the fold is done the thread's totals are in neither
+        // the slot nor `retired`: readers must see the exit in progress.
+        self.exits_begun.fetch_add(1, Ordering::SeqCst);
+        loop {
+            match slot.state.compare_exchange(LIVE, EXITING, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(READING) => core::hint::spin_loop(),
+                // Not ours any more (cannot happen with a valid registration).
+                Err(_) => {
+                    self.exits_ended.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
             }
         }
+        self.add_retired(&counters.totals());
+        slot.counters.store(core::ptr::null_mut(), Ordering::Relaxed);
+        slot.state.store(FREE, Ordering::Release);
+        self.exits_ended.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Folds slot `index`'s totals into the retired totals and frees it, if
-    /// it is still owned by `owner`.
-    ///
-    /// Call only when the owner thread has exited: a live owner would keep
-    /// writing into a slot that another thread may then claim.
-    pub fn retire(&self, index: usize, owner: u64) -> bool {
-        let Some(slot) = self.slots.get(index) else {
-            return false;
-        };
-        if slot.owner() != owner {
-            return false;
-        }
-        let t = slot.totals();
+    /// Adds the final totals of a thread that never got a slot.
+    pub fn fold_unregistered(&self, counters: &ThreadCounters) {
+        self.exits_begun.fetch_add(1, Ordering::SeqCst);
+        self.add_retired(&counters.totals());
+        self.exits_ended.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn add_retired(&self, t: &Totals) {
         for (acc, v) in
             self.retired.iter().zip([t.alloc_count, t.alloc_bytes, t.free_count, t.free_bytes])
         {
             acc.fetch_add(v, Ordering::Relaxed);
         }
-        slot.reset();
-        slot.owner.compare_exchange(owner, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
-    /// Exact totals over every slot, retired threads and the overflow slot.
+    /// Exact totals over every registered thread and every thread that has
+    /// exited. Never blocks writers; retries while threads exit meanwhile
+    /// (at most 64 times, then returns the last attempt).
     pub fn totals(&self) -> Totals {
-        let mut sum = Totals {
-            alloc_count: self.retired[0].load(Ordering::Relaxed),
-            alloc_bytes: self.retired[1].load(Ordering::Relaxed),
-            free_count: self.retired[2].load(Ordering::Relaxed),
-            free_bytes: self.retired[3].load(Ordering::Relaxed),
-        };
+        let mut last = Totals::default();
+        for _ in 0..64 {
+            let ended = self.exits_ended.load(Ordering::SeqCst);
+            let begun = self.exits_begun.load(Ordering::SeqCst);
+            if begun != ended {
+                // An exit is moving a thread's totals into `retired`.
+                core::hint::spin_loop();
+                continue;
+            }
+            let mut sum = Totals::default();
+            self.for_each_live(|_, t| sum.add(&t));
+            sum.add(&Totals {
+                alloc_count: self.retired[0].load(Ordering::Relaxed),
+                alloc_bytes: self.retired[1].load(Ordering::Relaxed),
+                free_count: self.retired[2].load(Ordering::Relaxed),
+                free_bytes: self.retired[3].load(Ordering::Relaxed),
+            });
+            if self.exits_begun.load(Ordering::SeqCst) == begun {
+                return sum;
+            }
+            last = sum;
+        }
+        last
+    }
+
+    /// Calls `f(owner, totals)` for every registered thread.
+    pub fn for_each_live(&self, mut f: impl FnMut(u64, Totals)) {
         let hw = self.high_water.load(Ordering::Acquire).min(N);
         for slot in &self.slots[..hw] {
-            sum.add(&slot.totals());
+            if slot
+                .state
+                .compare_exchange(LIVE, READING, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            let counters = slot.counters.load(Ordering::Relaxed);
+            // SAFETY: the slot is LIVE → READING, so its thread has not begun
+            // to unregister, and `unregister` waits for READING to end before
+            // the counters may go away (the `register` contract).
+            let t = unsafe { counters.as_ref() }.map(ThreadCounters::totals);
+            let owner = slot.owner.load(Ordering::Relaxed);
+            slot.state.store(LIVE, Ordering::Release);
+            if let Some(t) = t {
+                f(owner, t);
+            }
         }
-        sum.add(&self.overflow.totals());
-        sum
     }
 
-    /// How many threads found the table full and share the overflow slot (if
-    /// non-zero, totals may undercount: those threads race on one slot).
-    pub fn overflow_users(&self) -> u64 {
-        self.overflow_users.load(Ordering::Relaxed)
+    /// Threads registered now.
+    pub fn registered(&self) -> usize {
+        let hw = self.high_water.load(Ordering::Acquire).min(N);
+        self.slots[..hw]
+            .iter()
+            .filter(|s| matches!(s.state.load(Ordering::Relaxed), LIVE | READING))
+            .count()
     }
 
-    /// Slots currently claimed.
-    pub fn claimed(&self) -> usize {
-        let mut n = 0;
-        self.for_each_owned(|_, _| n += 1);
-        n
+    /// Threads that found every slot taken (their totals appear when they exit).
+    pub fn unregistered(&self) -> u64 {
+        self.unregistered.load(Ordering::Relaxed)
     }
 }
 
 #[cfg(not(loom))]
-impl<const N: usize> Default for ThreadSlots<N> {
+impl<const N: usize> Default for ThreadRegistry<N> {
     fn default() -> Self {
         Self::new()
     }
@@ -234,31 +340,86 @@ mod tests {
     use super::*;
 
     #[test]
-    fn claim_count_retire_reuse() {
-        let table: ThreadSlots<2> = ThreadSlots::new();
-        let a = table.claim(10);
-        a.allocs.add_owned(3);
-        a.alloc_bytes.add_owned(300);
-        let b = table.claim(11);
-        b.frees.add_owned(1);
-        b.free_bytes.add_owned(64);
-        let c = table.claim(12);
-        assert!(table.is_overflow(c));
-        assert_eq!(table.overflow_users(), 1);
+    fn bytes_are_gaps_minus_countdown() {
+        let c = ThreadCounters::new();
         c.allocs.add_owned(1);
-        let before = table.totals();
+        assert!(c.take(100) < 0);
+        c.reset_countdown(1000);
+        c.allocs.add_owned(1);
+        assert_eq!(c.take(300), 700);
+        c.frees.add_owned(1);
+        c.free_bytes.add_owned(100);
         assert_eq!(
-            before,
-            Totals { alloc_count: 4, alloc_bytes: 300, free_count: 1, free_bytes: 64 }
+            c.totals(),
+            Totals { alloc_count: 2, alloc_bytes: 400, free_count: 1, free_bytes: 100 }
         );
-        assert!(!table.retire(0, 99), "wrong owner must not retire");
-        assert!(table.retire(0, 10));
-        assert_eq!(table.totals(), before, "retiring keeps the totals");
-        let d = table.claim(13);
-        assert!(core::ptr::eq(d, a), "a retired slot is reused");
-        assert_eq!(d.totals(), Totals::default());
-        let mut owners = [0u64; 2];
-        table.for_each_owned(|i, o| owners[i] = o);
-        assert_eq!(owners, [13, 11]);
+    }
+
+    #[test]
+    fn register_read_unregister_reuse() {
+        let r: ThreadRegistry<1> = ThreadRegistry::new();
+        let a = ThreadCounters::new();
+        let b = ThreadCounters::new();
+        // SAFETY: `a` and `b` outlive their registrations in this test.
+        let ra = unsafe { r.register(1, &a) }.unwrap();
+        // SAFETY: as above.
+        assert_eq!(unsafe { r.register(2, &b) }, None);
+        assert_eq!(r.unregistered(), 1);
+        a.allocs.add_owned(3);
+        a.reset_countdown(50);
+        a.take(20);
+        assert_eq!(r.totals().alloc_bytes, 20);
+        assert_eq!(r.totals().alloc_count, 3);
+        r.unregister(ra, &a);
+        r.fold_unregistered(&b);
+        assert_eq!(r.registered(), 0);
+        assert_eq!(r.totals().alloc_count, 3, "exited threads keep counting in the totals");
+        // SAFETY: as above.
+        assert!(unsafe { r.register(2, &b) }.is_some(), "the slot is reused");
+    }
+
+    #[test]
+    fn totals_stay_exact_while_threads_count_and_exit() {
+        extern crate std;
+        use std::sync::Arc;
+        use std::vec::Vec;
+        let r: Arc<ThreadRegistry<8>> = Arc::new(ThreadRegistry::new());
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let r = Arc::clone(&r);
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        let c = std::boxed::Box::new(ThreadCounters::new());
+                        // SAFETY: `c` lives until after `unregister`.
+                        let reg = unsafe { r.register(7, &*c) };
+                        for _ in 0..1000 {
+                            c.allocs.add_owned(1);
+                            c.frees.add_owned(1);
+                        }
+                        match reg {
+                            Some(reg) => r.unregister(reg, &c),
+                            None => r.fold_unregistered(&c),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let (mut last_allocs, mut last_frees) = (0, 0);
+        while workers.iter().any(|w| !w.is_finished()) {
+            // Totals never go backwards, even while threads exit mid-read
+            // (an exit moves a thread's counts from its slot to `retired`).
+            let t = r.totals();
+            assert!(
+                t.alloc_count >= last_allocs,
+                "allocs went back: {} < {last_allocs}",
+                t.alloc_count
+            );
+            assert!(t.free_count >= last_frees, "frees went back: {} < {last_frees}", t.free_count);
+            (last_allocs, last_frees) = (t.alloc_count, t.free_count);
+        }
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(r.totals().alloc_count, 4 * 50 * 1000);
     }
 }

@@ -12,7 +12,8 @@
 //! and prints the top allocation sites by in-use bytes and the top functions
 //! by CPU. Read the files with `go tool pprof -top profiles/heap.pb.gz`.
 //!
-//! Run: `cargo run --release -p lowprof --example demo [seconds]`
+//! Run: `cargo run --release -p lowprof --example demo [seconds] [output dir]`
+//! (defaults: 5 seconds, `profiles`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
@@ -171,6 +172,8 @@ fn process_cpu_seconds() -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seconds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let out =
+        std::path::PathBuf::from(std::env::args().nth(2).unwrap_or_else(|| "profiles".into()));
     let profiler = lowprof::Profiler::builder().start()?;
 
     let until = Instant::now() + Duration::from_secs(seconds);
@@ -189,14 +192,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     black_box(acc);
 
-    std::fs::create_dir_all("profiles")?;
+    std::fs::create_dir_all(&out)?;
     let heap = profiler.heap_profile()?;
-    heap.write_pprof("profiles/heap.pb.gz")?;
-    heap.write_flamegraph("profiles/heap.svg")?;
-    heap.write_flamegraph_of("alloc_space", "profiles/allocs.svg")?;
+    heap.write_pprof(out.join("heap.pb.gz"))?;
+    heap.write_flamegraph(out.join("heap.svg"))?;
+    heap.write_flamegraph_of("alloc_space", out.join("allocs.svg"))?;
     let cpu = profiler.cpu_profile()?;
-    cpu.write_pprof("profiles/cpu.pb.gz")?;
-    cpu.write_flamegraph("profiles/cpu.svg")?;
+    cpu.write_pprof(out.join("cpu.pb.gz"))?;
+    cpu.write_flamegraph(out.join("cpu.svg"))?;
 
     println!("Top allocation sites by in-use bytes (estimated):");
     for t in heap.top_sites("inuse_space", 8) {

@@ -1,18 +1,18 @@
 //! The drainer: a thread named `lowprof-drain` that empties the rings every
 //! few milliseconds into the aggregates, keeps the CPU sampler's timers in
-//! step with the process's threads, and recycles the totals slots of threads
-//! that exited. It blocks SIGPROF, so it never samples itself.
+//! step with the process's threads, and gives freed large sampled blocks'
+//! pages back. It blocks SIGPROF, so it never samples itself.
 //!
 //! ```text
 //!  every drain_interval:
 //!    lock State ─► drain heap ring ─► HeapAggregate
 //!               └► drain CPU ring  ─► CpuAggregate
 //!    lowprof_sampler::maintain()        (timers for new threads, names, stack regions)
-//!  every second: retire totals slots of exited threads; prune stale live samples
+//!  every second: prune stale live samples; give freed large sampled
+//!                blocks' pages back
 //!  after `duration`: stop sampling
 //! ```
 
-use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -99,8 +99,10 @@ pub(crate) fn run(shared: Arc<Shared>) {
         }
         if last_housekeeping.elapsed() >= Duration::from_secs(1) {
             last_housekeeping = Instant::now();
-            retire_exited_threads();
             lock(&shared.state).prune();
+            if config.heap {
+                lowprof_alloc::release_freed_memory();
+            }
         }
         if let Some(limit) = config.duration {
             if sampling && shared.started.1.elapsed() >= limit {
@@ -108,17 +110,4 @@ pub(crate) fn run(shared: Arc<Shared>) {
             }
         }
     }
-}
-
-/// Frees the exact-totals slots of threads that are gone.
-fn retire_exited_threads() {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return;
-    };
-    let alive: HashSet<u64> =
-        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
-    if alive.is_empty() {
-        return;
-    }
-    lowprof_alloc::retire_exited_threads(|tid| alive.contains(&tid));
 }

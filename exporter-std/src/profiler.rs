@@ -233,14 +233,7 @@ impl Profiler {
             period: stats.interval as i64,
             start: self.shared.started.0,
             duration: self.shared.started.1.elapsed(),
-            comments: vec![format!(
-                "lowprof {}: heap, {} samples, {} dropped ({} lowprof::dropped), {} untracked",
-                env!("CARGO_PKG_VERSION"),
-                stats.samples,
-                stats.dropped_samples,
-                if stats.dropped_samples > 0 { "counted in" } else { "none in" },
-                stats.untracked_samples
-            )],
+            comments: heap_comments(&stats),
         };
         self.symbolizer.build(Job { header, samples, synthetic, trim_allocator: true })
     }
@@ -353,6 +346,27 @@ impl std::fmt::Debug for Profiler {
             .field("sampling_stopped", &self.shared.sampling_stopped.load(Ordering::Relaxed))
             .finish()
     }
+}
+
+/// The notes a heap profile carries: what was sampled and what was lost,
+/// and a hint when stacks are missing.
+fn heap_comments(stats: &lowprof_alloc::HeapStats) -> Vec<String> {
+    let mut comments = vec![format!(
+        "lowprof {}: heap, {} samples, {} dropped (counted in {}), {} untracked",
+        env!("CARGO_PKG_VERSION"),
+        stats.samples,
+        stats.dropped_samples,
+        DROPPED_FRAME,
+        stats.untracked_samples
+    )];
+    if stats.samples_without_stack > 0 {
+        comments.push(format!(
+            "{} of {} samples have no stack: build with RUSTFLAGS=\"-C force-frame-pointers=yes\" \
+             (or [build] rustflags in .cargo/config.toml)",
+            stats.samples_without_stack, stats.samples
+        ));
+    }
+    comments
 }
 
 fn thread_labels(tid: u64) -> Vec<Label> {

@@ -77,8 +77,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    // Let the drainer recycle the slots of the threads that exited.
-    std::thread::sleep(std::time::Duration::from_millis(1200));
     let profile = profiler.heap_profile()?;
     profile.write_pprof(dir.join("heap.pb.gz"))?;
     let stats = profiler.stats();
@@ -87,8 +85,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("alloc_count={}", stats.heap.totals.alloc_count);
     println!("free_count={}", stats.heap.totals.free_count);
     println!("alloc_bytes={}", stats.heap.totals.alloc_bytes);
-    println!("threads_with_slots={}", stats.heap.threads);
-    println!("overflow={}", stats.heap.threads_in_overflow_slot);
+    println!("threads_registered={}", stats.heap.threads);
+    println!("unregistered={}", stats.heap.threads_unregistered);
     black_box((&from_threads, &grown));
     drop(from_threads);
     drop(grown);
