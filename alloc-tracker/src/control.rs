@@ -73,9 +73,13 @@ pub fn validate_interval(bytes: u64) -> Result<u64, ControlError> {
 /// allocator was declared with). Reserves the sampled-block region on first
 /// use (std). Idempotent.
 pub fn start(interval: Option<u64>) -> Result<(), ControlError> {
-    if let Some(bytes) = interval {
-        MEAN_OVERRIDE.store(validate_interval(bytes)?, Ordering::Relaxed);
-    }
+    // `None` means the allocator's own interval, also after an earlier
+    // session set another one.
+    let bytes = match interval {
+        Some(bytes) => validate_interval(bytes)?,
+        None => 0,
+    };
+    MEAN_OVERRIDE.store(bytes, Ordering::Relaxed);
     ensure_region()?;
     ENABLED.store(true, Ordering::Release);
     Ok(())
@@ -103,6 +107,13 @@ pub fn interval() -> u64 {
         },
         bytes => bytes,
     }
+}
+
+/// The identifier the next sampled block will get: blocks with smaller ids
+/// were sampled before this moment (a session's blocks have ids at or above
+/// the value read when it started).
+pub fn next_sample_id() -> u64 {
+    crate::state::NEXT_SAMPLE_ID.load(Ordering::Relaxed)
 }
 
 /// Whether sampling is on.

@@ -4,10 +4,14 @@
 //! guard).
 //!
 //! Same functions as `tls.rs`, so the allocator code is written once. The
-//! countdown and totals are updated with relaxed loads and stores: exact on
-//! one core; on several cores concurrent updates may be lost (sampling stays
-//! Poisson, totals become approximate). Needs a target with atomic
-//! compare-and-swap (the rings use it).
+//! countdown and totals are updated with relaxed loads and stores, so they
+//! are exact only while allocations do not overlap: an interrupt handler
+//! that allocates between the load and the store of the interrupted
+//! allocation, or a second core, can lose an update. A lost countdown update
+//! means fewer samples at unchanged weights, i.e. estimates biased low by the
+//! share of overlapping allocations; keep allocation out of interrupt
+//! handlers (as most embedded code does) for exact numbers. Needs a target
+//! with atomic compare-and-swap (the rings use it).
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 

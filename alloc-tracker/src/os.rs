@@ -66,8 +66,8 @@ pub(crate) fn clock_ns() -> u64 {
     (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
 }
 
-/// The top (highest address, exclusive) of the calling thread's stack.
-pub(crate) fn thread_stack_top() -> Option<u64> {
+/// The calling thread's stack as `(lowest, one past highest)` address.
+pub(crate) fn thread_stack() -> Option<(u64, u64)> {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: `attr` is initialised by pthread_getattr_np before use and
@@ -84,7 +84,7 @@ pub(crate) fn thread_stack_top() -> Option<u64> {
             if rc != 0 || addr.is_null() {
                 return None;
             }
-            Some(addr as u64 + size as u64)
+            Some((addr as u64, addr as u64 + size as u64))
         }
     }
     #[cfg(not(target_os = "linux"))]

@@ -206,16 +206,16 @@ unsafe fn sample<A: GlobalAlloc>(
     fp: u64,
 ) -> *mut u8 {
     let size = layout.size() as u64;
-    let block = SampledBlock {
-        sample_id: NEXT_SAMPLE_ID.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
+    let block = SampledBlock::new(
+        NEXT_SAMPLE_ID.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
         size,
-        weight: poisson::sample_weight(size, mean),
-    };
+        poisson::sample_weight(size, mean),
+    );
     // SAFETY: forwarded contract.
     let (ptr, tracked) = unsafe { place(&this.inner, this.shadow, layout, zeroed, block) };
     if !ptr.is_null() {
         COUNTS.samples.add(1);
-        record(block, tracked, fp);
+        record(block, tracked.then_some(ptr as usize), fp);
     }
     ptr
 }
@@ -263,9 +263,11 @@ unsafe fn place<A: GlobalAlloc>(
 }
 
 /// Walks this thread's stack from the allocator's frame and queues a
-/// `HEAP_ALLOC` record; a full ring drops it and adds its estimate to the
-/// dropped totals, so nothing disappears without a count.
-fn record(block: SampledBlock, tracked: bool, fp: u64) {
+/// `HEAP_ALLOC` record; a full ring drops it, adds its estimate to the
+/// dropped totals and marks the tracked block (at `tracked_at`) as one whose
+/// record was lost, so nothing disappears without a count.
+fn record(block: SampledBlock, tracked_at: Option<usize>, fp: u64) {
+    let tracked = tracked_at.is_some();
     let sp = unwind::current_stack_pointer();
     let bounds = thread::stack_bounds(sp);
     let mut stack: Stack = Stack::new();
@@ -297,6 +299,11 @@ fn record(block: SampledBlock, tracked: bool, fp: u64) {
         COUNTS.dropped_samples.add(1);
         COUNTS.dropped_objects_x1024.add((block.weight * 1024.0) as u64);
         COUNTS.dropped_bytes.add((block.weight * block.size as f64) as u64);
+        match tracked_at {
+            Some(ptr) if REGION.contains(ptr) => REGION.mark_record_lost(ptr),
+            Some(ptr) => HUGE.mark_record_lost(ptr),
+            None => {}
+        }
     }
 }
 

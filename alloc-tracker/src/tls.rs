@@ -49,7 +49,8 @@ pub(crate) struct ThreadState {
     rng: Cell<u64>,
     in_slow: Cell<bool>,
     tid: Cell<u64>,
-    /// Top of this thread's stack; 0 = not looked up yet, 1 = unknown.
+    /// This thread's stack `[lo, hi)`; hi 0 = not looked up yet, 1 = unknown.
+    stack_lo: Cell<u64>,
     stack_hi: Cell<u64>,
 }
 
@@ -63,6 +64,7 @@ impl ThreadState {
             rng: Cell::new(0),
             in_slow: Cell::new(false),
             tid: Cell::new(0),
+            stack_lo: Cell::new(0),
             stack_hi: Cell::new(0),
         }
     }
@@ -183,19 +185,21 @@ pub(crate) fn tid() -> u64 {
 /// `/proc/self/maps`. It happens once per thread, on its first sample (see
 /// the crate README for this deviation from "no system calls").
 pub(crate) fn stack_bounds(sp: u64) -> Bounds {
-    let hi = STATE
+    let (lo, hi) = STATE
         .try_with(|s| {
             if s.stack_hi.get() == 0 {
-                s.stack_hi.set(crate::os::thread_stack_top().unwrap_or(1));
+                let (lo, hi) = crate::os::thread_stack().unwrap_or((0, 1));
+                s.stack_lo.set(lo);
+                s.stack_hi.set(hi);
             }
-            s.stack_hi.get()
+            (s.stack_lo.get(), s.stack_hi.get())
         })
-        .unwrap_or(1);
-    if hi > sp && hi - sp <= (1 << 30) {
+        .unwrap_or((0, 1));
+    if lo <= sp && sp < hi {
         Bounds { lo: sp, hi }
     } else {
         // Running on another stack (a coroutine, a signal stack): use the
-        // published regions.
+        // published regions, never a range that spans other mappings.
         lowprof_core::bounds::STACK_REGIONS.for_current_thread(sp)
     }
 }
@@ -203,7 +207,8 @@ pub(crate) fn stack_bounds(sp: u64) -> Bounds {
 /// Exact totals over all threads, and how many threads could not register
 /// (their totals appear when they exit).
 pub(crate) fn totals() -> (Totals, u64) {
-    (REGISTRY.totals(), REGISTRY.unregistered())
+    // Yield while a thread is mid-exit, so a preempted one can finish.
+    (REGISTRY.totals_with(std::thread::yield_now), REGISTRY.unregistered())
 }
 
 /// Threads registered now.

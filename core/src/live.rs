@@ -72,6 +72,34 @@ pub struct SampledBlock {
     pub size: u64,
     /// Unbiasing weight (`1 / p(size)`).
     pub weight: f64,
+    /// Whether the block's record was dropped (rings full), as marked by
+    /// [`Region::mark_record_lost`] or [`HugeTable::mark_record_lost`].
+    pub record_lost: bool,
+}
+
+/// The sign bit of the stored weight (always ≥ 1) marks a lost record.
+const WEIGHT_SIGN: u64 = 1 << 63;
+
+impl SampledBlock {
+    /// A block whose record is not (known to be) lost.
+    pub const fn new(sample_id: u64, size: u64, weight: f64) -> Self {
+        Self { sample_id, size, weight, record_lost: false }
+    }
+
+    fn from_parts(sample_id: u64, size: u64, weight_bits: u64) -> Self {
+        Self {
+            sample_id,
+            size,
+            weight: f64::from_bits(weight_bits & !WEIGHT_SIGN),
+            record_lost: weight_bits & WEIGHT_SIGN != 0,
+        }
+    }
+}
+
+/// The slot start of a pointer inside the region.
+fn slot_of(ptr: usize, base: usize, sub_shift: usize) -> usize {
+    let class = ptr.wrapping_sub(base) >> sub_shift;
+    ptr & !((1usize << (MIN_SLOT_SHIFT as usize + class)) - 1)
 }
 
 /// A slot that was just freed: its block's identity, plus the slot's memory so
@@ -124,6 +152,8 @@ struct Class {
 pub struct Region {
     /// 0 until initialised; written once, after `base` and `sub_shift`.
     len: AtomicUsize,
+    /// Set by the one `init` call allowed to write the layout.
+    claimed: crate::sync::AtomicBool,
     base: AtomicUsize,
     sub_shift: AtomicUsize,
     classes: AtomicUsize,
@@ -142,6 +172,7 @@ impl Region {
     pub const fn new() -> Self {
         Self {
             len: AtomicUsize::new(0),
+            claimed: crate::sync::AtomicBool::new(false),
             base: AtomicUsize::new(0),
             sub_shift: AtomicUsize::new(0),
             classes: AtomicUsize::new(0),
@@ -161,6 +192,7 @@ impl Region {
     pub fn new() -> Self {
         Self {
             len: AtomicUsize::new(0),
+            claimed: crate::sync::AtomicBool::new(false),
             base: AtomicUsize::new(0),
             sub_shift: AtomicUsize::new(0),
             classes: AtomicUsize::new(0),
@@ -183,9 +215,20 @@ impl Region {
     ///
     /// As above: the region will write into `[base, base + len)` forever.
     pub unsafe fn init(&self, base: usize, len: usize) -> Result<usize, RegionError> {
-        if self.len.load(Ordering::Acquire) != 0 {
+        // Only one caller ever writes the layout: a loser of a concurrent
+        // init must not overwrite `base` after the winner published `len`.
+        if self.claimed.swap(true, Ordering::AcqRel) {
             return Err(RegionError::AlreadyInitialised);
         }
+        let result = self.init_claimed(base, len);
+        if result.is_err() && !self.is_initialised() {
+            // Nothing published: let a later call try again.
+            self.claimed.store(false, Ordering::Release);
+        }
+        result
+    }
+
+    fn init_claimed(&self, base: usize, len: usize) -> Result<usize, RegionError> {
         // Sub-region size: the largest power of two that gives every class one
         // sub-region, capped so slot indices fit the free list's 31 bits.
         let per_class = len / MAX_CLASSES;
@@ -349,14 +392,26 @@ impl Region {
         let slot_start = ptr & !((1usize << shift) - 1);
         let header = self.header(slot_start);
         let sample_id = header.sample_id.swap(0, Ordering::AcqRel);
-        let block = SampledBlock {
+        let block = SampledBlock::from_parts(
             sample_id,
-            size: header.size.load(Ordering::Relaxed),
-            weight: f64::from_bits(header.weight.load(Ordering::Relaxed)),
-        };
+            header.size.load(Ordering::Relaxed),
+            header.weight.load(Ordering::Relaxed),
+        );
         let word = header.link.load(Ordering::Relaxed);
         let index = (offset & ((1usize << sub_shift) - 1)) >> shift;
         FreedSlot { block, word, slot_start, slot_len: 1 << shift, class, index }
+    }
+
+    /// Marks the live block at `ptr` (which [`Region::contains`]) as one whose
+    /// record was lost, so a scan can tell it from a block whose record is
+    /// merely not drained yet. Stored as the sign of the (positive) weight.
+    pub fn mark_record_lost(&self, ptr: usize) {
+        let header = self.header(slot_of(
+            ptr,
+            self.base.load(Ordering::Relaxed),
+            self.sub_shift.load(Ordering::Relaxed),
+        ));
+        header.weight.fetch_or(WEIGHT_SIGN, Ordering::Relaxed);
     }
 
     /// Returns a slot freed by [`Region::free`] to its free list.
@@ -410,10 +465,10 @@ impl Region {
                     continue;
                 }
                 let size = header.size.load(Ordering::Relaxed);
-                let weight = f64::from_bits(header.weight.load(Ordering::Relaxed));
+                let weight = header.weight.load(Ordering::Relaxed);
                 fence(Ordering::Acquire);
                 if header.sample_id.load(Ordering::Relaxed) == id {
-                    f(SampledBlock { sample_id: id, size, weight });
+                    f(SampledBlock::from_parts(id, size, weight));
                 }
             }
         }
@@ -570,6 +625,8 @@ impl<const N: usize> HugeTable<N> {
                     .compare_exchange(0, HUGE_BUSY, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             {
+                // Seqlock writer: the entry reads as busy before new data.
+                fence(Ordering::Release);
                 e.sample_id.store(block.sample_id, Ordering::Relaxed);
                 e.size.store(block.size, Ordering::Relaxed);
                 e.weight.store(block.weight.to_bits(), Ordering::Relaxed);
@@ -590,17 +647,24 @@ impl<const N: usize> HugeTable<N> {
         }
         for e in &self.entries {
             if e.addr.load(Ordering::Acquire) == addr {
-                let block = SampledBlock {
-                    sample_id: e.sample_id.load(Ordering::Relaxed),
-                    size: e.size.load(Ordering::Relaxed),
-                    weight: f64::from_bits(e.weight.load(Ordering::Relaxed)),
-                };
+                let block = SampledBlock::from_parts(
+                    e.sample_id.load(Ordering::Relaxed),
+                    e.size.load(Ordering::Relaxed),
+                    e.weight.load(Ordering::Relaxed),
+                );
                 e.addr.store(0, Ordering::Release);
                 self.live.fetch_sub(1, Ordering::Relaxed);
                 return Some(block);
             }
         }
         None
+    }
+
+    /// Marks the block at `addr` as one whose record was lost.
+    pub fn mark_record_lost(&self, addr: usize) {
+        if let Some(e) = self.entries.iter().find(|e| e.addr.load(Ordering::Acquire) == addr) {
+            e.weight.fetch_or(WEIGHT_SIGN, Ordering::Relaxed);
+        }
     }
 
     /// Whether `addr` is a block in the table.
@@ -618,11 +682,11 @@ impl<const N: usize> HugeTable<N> {
             if addr <= HUGE_BUSY {
                 continue;
             }
-            let block = SampledBlock {
-                sample_id: e.sample_id.load(Ordering::Relaxed),
-                size: e.size.load(Ordering::Relaxed),
-                weight: f64::from_bits(e.weight.load(Ordering::Relaxed)),
-            };
+            let block = SampledBlock::from_parts(
+                e.sample_id.load(Ordering::Relaxed),
+                e.size.load(Ordering::Relaxed),
+                e.weight.load(Ordering::Relaxed),
+            );
             fence(Ordering::Acquire);
             if e.addr.load(Ordering::Relaxed) == addr {
                 f(block);
@@ -675,14 +739,16 @@ mod tests {
         let mut live = Vec::new();
         r.for_each_live(|blk| live.push(blk));
         live.sort_by_key(|b| b.sample_id);
-        assert_eq!(
-            live,
-            vec![
-                SampledBlock { sample_id: 1, size: 100, weight: 3.5 },
-                SampledBlock { sample_id: 2, size: 10, weight: 7.0 }
-            ]
-        );
+        assert_eq!(live, vec![SampledBlock::new(1, 100, 3.5), SampledBlock::new(2, 10, 7.0)]);
         // Any interior pointer finds the slot; the user pointer is what frees.
+        r.mark_record_lost(b.user);
+        let mut lost = std::vec::Vec::new();
+        r.for_each_live(|blk| {
+            if blk.record_lost {
+                lost.push((blk.sample_id, blk.weight))
+            }
+        });
+        assert_eq!(lost, [(2, 7.0)], "marked lost, weight intact");
         let freed = r.free(a.user);
         assert_eq!(freed.block.sample_id, 1);
         assert_eq!(freed.word, 0xdead, "the caller's word comes back");
@@ -786,7 +852,7 @@ mod tests {
     fn huge_table() {
         let t: HugeTable<2> = HugeTable::new();
         assert_eq!(t.remove(0x1000), None);
-        let blk = SampledBlock { sample_id: 9, size: 1 << 30, weight: 1.0 };
+        let blk = SampledBlock::new(9, 1 << 30, 1.0);
         assert!(t.insert(0x1000, blk));
         assert!(t.insert(0x2000, blk));
         assert!(!t.insert(0x3000, blk));
@@ -794,8 +860,14 @@ mod tests {
         let mut n = 0;
         t.for_each_live(|_| n += 1);
         assert_eq!(n, 2);
+        t.mark_record_lost(0x2000);
+        let mut lost = 0;
+        t.for_each_live(|b| lost += b.record_lost as u32);
+        assert_eq!(lost, 1);
         assert_eq!(t.remove(0x1000), Some(blk));
         assert_eq!(t.remove(0x1000), None);
+        let lost_one = t.remove(0x2000).unwrap();
+        assert!(lost_one.record_lost && lost_one.weight == 1.0);
     }
 }
 

@@ -261,18 +261,22 @@ impl<const N: usize> ThreadRegistry<N> {
     }
 
     /// Exact totals over every registered thread and every thread that has
-    /// exited. Never blocks writers; retries while threads exit meanwhile
-    /// (at most 64 times, then returns the last attempt).
+    /// exited. Never blocks writers; spins while a thread is exiting (see
+    /// [`Self::totals_with`]).
     pub fn totals(&self) -> Totals {
+        self.totals_with(core::hint::spin_loop)
+    }
+
+    /// [`Self::totals`], calling `wait` between attempts while some thread
+    /// is moving its totals into the retired ones (std callers pass
+    /// `std::thread::yield_now`, so a preempted exiting thread can finish).
+    /// After 1000 attempts it returns the last sum, which may then miss the
+    /// exiting thread's counts; it never returns an invented zero.
+    pub fn totals_with(&self, mut wait: impl FnMut()) -> Totals {
         let mut last = Totals::default();
-        for _ in 0..64 {
+        for _ in 0..1000 {
             let ended = self.exits_ended.load(Ordering::SeqCst);
             let begun = self.exits_begun.load(Ordering::SeqCst);
-            if begun != ended {
-                // An exit is moving a thread's totals into `retired`.
-                core::hint::spin_loop();
-                continue;
-            }
             let mut sum = Totals::default();
             self.for_each_live(|_, t| sum.add(&t));
             sum.add(&Totals {
@@ -281,10 +285,13 @@ impl<const N: usize> ThreadRegistry<N> {
                 free_count: self.retired[2].load(Ordering::Relaxed),
                 free_bytes: self.retired[3].load(Ordering::Relaxed),
             });
-            if self.exits_begun.load(Ordering::SeqCst) == begun {
+            // No exit in flight when we started, and none began meanwhile:
+            // every thread's counts were in exactly one place.
+            if begun == ended && self.exits_begun.load(Ordering::SeqCst) == begun {
                 return sum;
             }
             last = sum;
+            wait();
         }
         last
     }
@@ -382,13 +389,23 @@ mod tests {
     fn totals_stay_exact_while_threads_count_and_exit() {
         extern crate std;
         use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
         use std::vec::Vec;
         let r: Arc<ThreadRegistry<8>> = Arc::new(ThreadRegistry::new());
+        // One thread stays registered the whole time with 1000 allocations:
+        // no snapshot may ever miss them (a reader once returned zeros while
+        // threads were exiting).
+        let resident = std::boxed::Box::new(ThreadCounters::new());
+        resident.allocs.add_owned(1000);
+        // SAFETY: `resident` outlives the registry's use of it (unregistered below).
+        let resident_reg = unsafe { r.register(1, &*resident) }.unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
         let workers: Vec<_> = (0..4)
             .map(|_| {
-                let r = Arc::clone(&r);
+                let (r, stop) = (Arc::clone(&r), Arc::clone(&stop));
                 std::thread::spawn(move || {
-                    for _ in 0..50 {
+                    let mut rounds = 0u64;
+                    while !stop.load(Ordering::Relaxed) || rounds < 50 {
                         let c = std::boxed::Box::new(ThreadCounters::new());
                         // SAFETY: `c` lives until after `unregister`.
                         let reg = unsafe { r.register(7, &*c) };
@@ -400,15 +417,21 @@ mod tests {
                             Some(reg) => r.unregister(reg, &c),
                             None => r.fold_unregistered(&c),
                         }
+                        rounds += 1;
                     }
+                    rounds
                 })
             })
             .collect();
         let (mut last_allocs, mut last_frees) = (0, 0);
-        while workers.iter().any(|w| !w.is_finished()) {
+        for _ in 0..20_000 {
             // Totals never go backwards, even while threads exit mid-read
             // (an exit moves a thread's counts from its slot to `retired`).
-            let t = r.totals();
+            let t = r.totals_with(std::thread::yield_now);
+            assert!(
+                t.alloc_count >= 1000,
+                "the resident thread's allocations are always counted: {t:?}"
+            );
             assert!(
                 t.alloc_count >= last_allocs,
                 "allocs went back: {} < {last_allocs}",
@@ -417,9 +440,10 @@ mod tests {
             assert!(t.free_count >= last_frees, "frees went back: {} < {last_frees}", t.free_count);
             (last_allocs, last_frees) = (t.alloc_count, t.free_count);
         }
-        for w in workers {
-            w.join().unwrap();
-        }
-        assert_eq!(r.totals().alloc_count, 4 * 50 * 1000);
+        stop.store(true, Ordering::Relaxed);
+        let rounds: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+        r.unregister(resident_reg, &resident);
+        assert_eq!(r.totals().alloc_count, rounds * 1000 + 1000);
+        assert_eq!(r.totals().free_count, rounds * 1000);
     }
 }

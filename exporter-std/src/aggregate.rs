@@ -2,10 +2,13 @@
 //!
 //! ```text
 //!  HEAP_ALLOC ─► stacks.intern(frames) = s ─► alloc[(s, size)] += (w, w·size)
-//!            └─► live[sample_id] = s                     (unless untracked)
+//!            └─► live[sample_id] = (s, drain epoch)      (unless untracked)
 //!  HEAP_FREE  ─► live.remove(sample_id)
-//!  snapshot   ─► scan the region's live blocks ─► inuse[(live[id], size)] += (w, w·size)
-//!                (blocks with no record: their record was dropped ─► `dropped`)
+//!  snapshot   ─► epoch += 1; scan the region's live blocks; drain;
+//!                attribute: live[id] known ─► inuse[(s, size)] += (w, w·size)
+//!                           record marked lost ─► `lost` (the lowprof::dropped frame)
+//!                           neither ─► returned to the caller (record still in flight)
+//!                prune: forget samples drained before the scan that it did not see
 //!  CPU        ─► cpu[(s, thread)] += weight
 //! ```
 //!
@@ -65,7 +68,7 @@ pub(crate) struct Estimate {
 }
 
 impl Estimate {
-    fn add(&mut self, weight: f64, size: u64) {
+    pub(crate) fn add(&mut self, weight: f64, size: u64) {
         self.objects += weight;
         self.bytes += weight * size as f64;
     }
@@ -74,6 +77,8 @@ impl Estimate {
 #[derive(Debug, Clone, Copy)]
 struct LiveSample {
     stack: StackId,
+    /// The snapshot epoch when its record was drained.
+    epoch: u64,
 }
 
 /// A heap sample's identity: stack and block size.
@@ -90,14 +95,21 @@ pub(crate) struct HeapAggregate {
     /// Allocations since the profiler started, per stack and size.
     pub alloc: HashMap<HeapKey, Estimate>,
     live: HashMap<u64, LiveSample>,
+    epoch: u64,
 }
 
 /// The in-use heap at one moment.
+#[derive(Default)]
 pub(crate) struct InUse {
     /// Per stack and size.
     pub by_stack: HashMap<HeapKey, Estimate>,
-    /// Live sampled blocks whose record was lost.
-    pub unknown: Estimate,
+    /// Live sampled blocks whose record was dropped (rings full).
+    pub lost: Estimate,
+    /// Live blocks sampled before this profiler started (by an earlier one).
+    pub earlier: Estimate,
+    /// Live blocks whose record had not arrived yet (sampled microseconds
+    /// before the snapshot); left out of this snapshot.
+    pub pending: Estimate,
 }
 
 impl HeapAggregate {
@@ -107,7 +119,7 @@ impl HeapAggregate {
         let key = HeapKey { stack, size: event.size };
         self.alloc.entry(key).or_default().add(event.weight, event.size);
         if event.flags & FLAG_UNTRACKED == 0 {
-            self.live.insert(event.sample_id, LiveSample { stack });
+            self.live.insert(event.sample_id, LiveSample { stack, epoch: self.epoch });
         }
     }
 
@@ -117,29 +129,41 @@ impl HeapAggregate {
     }
 
     /// Live samples the aggregate knows of (may include some whose free
-    /// record was dropped, until the next [`HeapAggregate::in_use`]).
+    /// record was dropped, until the next [`HeapAggregate::prune`]).
     pub(crate) fn known_live(&self) -> usize {
         self.live.len()
     }
 
-    /// The in-use heap given the blocks live now (from the region scan), and
-    /// forgets samples that are no longer live.
-    pub(crate) fn in_use(&mut self, live_now: &[SampledBlock]) -> InUse {
-        let mut by_stack: HashMap<HeapKey, Estimate> = HashMap::new();
-        let mut unknown = Estimate::default();
-        let mut still_live: HashMap<u64, LiveSample> = HashMap::with_capacity(live_now.len());
-        for block in live_now {
-            match self.live.get(&block.sample_id) {
-                Some(&sample) => {
-                    let key = HeapKey { stack: sample.stack, size: block.size };
-                    by_stack.entry(key).or_default().add(block.weight, block.size);
-                    still_live.insert(block.sample_id, sample);
-                }
-                None => unknown.add(block.weight, block.size),
+    /// Starts a snapshot: records drained from now on are newer than the
+    /// region scan that follows. Returns the snapshot's epoch for `prune`.
+    pub(crate) fn begin_snapshot(&mut self) -> u64 {
+        self.epoch += 1;
+        self.epoch
+    }
+
+    /// Adds the blocks whose record is known (or known lost) to `into`, and
+    /// returns the others: their record has not been drained yet.
+    pub(crate) fn attribute(&self, blocks: &[SampledBlock], into: &mut InUse) -> Vec<SampledBlock> {
+        let mut unmatched = Vec::new();
+        for block in blocks {
+            if block.record_lost {
+                into.lost.add(block.weight, block.size);
+            } else if let Some(sample) = self.live.get(&block.sample_id) {
+                let key = HeapKey { stack: sample.stack, size: block.size };
+                into.by_stack.entry(key).or_default().add(block.weight, block.size);
+            } else {
+                unmatched.push(*block);
             }
         }
-        self.live = still_live;
-        InUse { by_stack, unknown }
+        unmatched
+    }
+
+    /// Forgets samples drained before snapshot `epoch` began whose blocks
+    /// the snapshot's scan (`live_now`) did not see: they were freed (their
+    /// free record may have been dropped). Samples drained later are kept.
+    pub(crate) fn prune(&mut self, live_now: &[SampledBlock], epoch: u64) {
+        let seen: hashbrown::HashSet<u64> = live_now.iter().map(|b| b.sample_id).collect();
+        self.live.retain(|id, sample| sample.epoch >= epoch || seen.contains(id));
     }
 }
 
@@ -198,20 +222,28 @@ mod tests {
         assert_eq!(h.alloc[&at(50)], Estimate { objects: 4.0, bytes: 200.0 });
         assert_eq!(h.known_live(), 2);
         h.add_free(1);
-        // Block 2 is live; block 9 is live but its record never arrived.
-        let live = [
-            SampledBlock { sample_id: 2, size: 50, weight: 4.0 },
-            SampledBlock { sample_id: 9, size: 7, weight: 1.0 },
-        ];
-        let inuse = h.in_use(&live);
-        assert_eq!(
-            inuse.by_stack[&HeapKey { stack: s, size: 50 }],
-            Estimate { objects: 4.0, bytes: 200.0 }
-        );
-        assert_eq!(inuse.unknown, Estimate { objects: 1.0, bytes: 7.0 });
-        // A sample the region no longer holds is forgotten.
-        let inuse = h.in_use(&[]);
-        assert!(inuse.by_stack.is_empty());
+        // Block 2 is live; block 9 is live but its record is in flight; block
+        // 8's record was lost.
+        let epoch = h.begin_snapshot();
+        let mut lost = SampledBlock::new(8, 16, 2.0);
+        lost.record_lost = true;
+        let live = [SampledBlock::new(2, 50, 4.0), SampledBlock::new(9, 7, 1.0), lost];
+        let mut inuse = InUse::default();
+        let unmatched = h.attribute(&live, &mut inuse);
+        assert_eq!(inuse.by_stack[&at(50)], Estimate { objects: 4.0, bytes: 200.0 });
+        assert_eq!(inuse.lost, Estimate { objects: 2.0, bytes: 32.0 });
+        assert_eq!(unmatched, [SampledBlock::new(9, 7, 1.0)]);
+        // Its record arrives after the scan: matched on the second try. A
+        // record drained after the scan, for a block the scan did not see
+        // (sampled after it), is not pruned either.
+        h.add_alloc(&alloc(9, 7, 1.0, &[30], 0));
+        h.add_alloc(&alloc(10, 7, 1.0, &[30], 0));
+        assert!(h.attribute(&unmatched, &mut inuse).is_empty());
+        h.prune(&live, epoch);
+        assert_eq!(h.known_live(), 3, "2, 9 and the newer 10 stay");
+        // A sample the region no longer holds is forgotten at the next snapshot.
+        let epoch = h.begin_snapshot();
+        h.prune(&[], epoch);
         assert_eq!(h.known_live(), 0);
     }
 

@@ -28,8 +28,11 @@ pub(crate) struct State {
     pub cpu: CpuAggregate,
     /// Start of the current CPU window (reset by each `cpu_profile()`).
     pub cpu_window: (SystemTime, Instant),
-    /// CPU drops already reported in an earlier CPU profile.
+    /// Dropped CPU periods already reported in an earlier CPU profile.
     pub cpu_dropped_reported: u64,
+    /// The heap counters when this session started: its profiles report
+    /// only what happened since.
+    pub heap_baseline: HeapBaseline,
     pub records: u64,
     heap_scratch: Vec<u64>,
     cpu_scratch: Vec<u64>,
@@ -41,7 +44,8 @@ impl State {
             heap: HeapAggregate::default(),
             cpu: CpuAggregate::default(),
             cpu_window: (SystemTime::now(), Instant::now()),
-            cpu_dropped_reported: lowprof_sampler::stats().dropped,
+            cpu_dropped_reported: lowprof_sampler::stats().dropped_periods,
+            heap_baseline: HeapBaseline::now(),
             records: 0,
             heap_scratch: vec![0; lowprof_alloc::RECORD_WORDS],
             cpu_scratch: vec![0; lowprof_sampler::RECORD_WORDS],
@@ -68,9 +72,30 @@ impl State {
     fn prune(&mut self) {
         let live = lowprof_alloc::stats().live_samples as usize;
         if self.heap.known_live() > 2 * live + 4096 {
+            let epoch = self.heap.begin_snapshot();
             let mut blocks = Vec::with_capacity(live + 64);
             lowprof_alloc::for_each_live(|b| blocks.push(b));
-            self.heap.in_use(&blocks);
+            self.heap.prune(&blocks, epoch);
+        }
+    }
+}
+
+/// Process-wide heap counters at a session's start.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeapBaseline {
+    /// Blocks with smaller ids were sampled by an earlier session.
+    pub first_sample_id: u64,
+    pub dropped_objects: f64,
+    pub dropped_bytes: u64,
+}
+
+impl HeapBaseline {
+    fn now() -> Self {
+        let stats = lowprof_alloc::stats();
+        Self {
+            first_sample_id: lowprof_alloc::next_sample_id(),
+            dropped_objects: stats.dropped_alloc_objects,
+            dropped_bytes: stats.dropped_alloc_bytes,
         }
     }
 }

@@ -43,6 +43,9 @@ pub enum Error {
     /// The symbolizer thread failed while building this profile (it has
     /// been reset; the next profile is built afresh).
     SymbolizerFailed,
+    /// This profiler was started by the parent of this forked process; its
+    /// threads do not exist here, so it is off in the child.
+    ForkedChild,
 }
 
 impl fmt::Display for Error {
@@ -79,6 +82,10 @@ impl fmt::Display for Error {
             Error::Cpu(e) => write!(f, "CPU sampling: {e}"),
             Error::Io { path, source } => write!(f, "writing {}: {source}", path.display()),
             Error::Spawn(e) => write!(f, "starting a lowprof thread: {e}"),
+            Error::ForkedChild => f.write_str(
+                "this profiler was started in the parent process and is off in this forked child: start a new \
+                 profiler in the child if you want to profile it",
+            ),
             Error::SymbolizerFailed => f.write_str(
                 "the lowprof-symbolize thread failed while building this profile; it has been reset, ask again \
                  (please report this as a bug)",

@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime};
 
-use crate::aggregate::{CpuKey, HeapKey};
+use crate::aggregate::{CpuKey, HeapKey, InUse};
 use crate::assemble::{DROPPED_FRAME, Header, RawSample};
 use crate::builder::ProfilerBuilder;
-use crate::drain::{self, State, lock};
+use crate::drain::{self, HeapBaseline, State, lock};
 use crate::error::Error;
 use crate::profile::{Label, LabelValue, Profile, ProfileKind, ValueType};
 use crate::symbolize_thread::{Job, SymbolizeThread};
@@ -61,7 +61,10 @@ impl Shared {
 pub struct Profiler {
     shared: Arc<Shared>,
     drainer: Option<JoinHandle<()>>,
-    symbolizer: SymbolizeThread,
+    symbolizer: Option<SymbolizeThread>,
+    /// The process that started it: in a forked child its threads and locks
+    /// are not there.
+    pid: u32,
 }
 
 /// The final profiles returned by [`Profiler::stop`].
@@ -148,7 +151,12 @@ impl Profiler {
             .name("lowprof-drain".into())
             .spawn(move || drain::run(for_thread));
         match drainer {
-            Ok(handle) => Ok(Profiler { shared, drainer: Some(handle), symbolizer }),
+            Ok(handle) => Ok(Profiler {
+                shared,
+                drainer: Some(handle),
+                symbolizer: Some(symbolizer),
+                pid: std::process::id(),
+            }),
             Err(e) => {
                 shared.stop_sampling();
                 Err(Error::Spawn(e))
@@ -160,6 +168,7 @@ impl Profiler {
     /// profiler started) and `inuse_objects`, `inuse_space` (blocks live at
     /// this moment), unbiased per sample.
     pub fn heap_profile(&self) -> Result<Profile, Error> {
+        self.symbolizer()?;
         let config = &self.shared.config;
         if !config.heap {
             return Err(Error::HeapDisabled);
@@ -167,12 +176,9 @@ impl Profiler {
         if !lowprof_alloc::is_installed() {
             return Err(Error::HeapNotInstalled);
         }
-        let mut live = Vec::new();
-        let (stacks, values, dropped) = {
-            let mut state = lock(&self.shared.state);
-            state.drain(true, config.cpu_hz > 0);
-            lowprof_alloc::for_each_live(|block| live.push(block));
-            let in_use = state.heap.in_use(&live);
+        let (in_use, baseline) = self.in_use_now(config.cpu_hz > 0);
+        let (stacks, values) = {
+            let state = lock(&self.shared.state);
             let mut by_stack: hashbrown::HashMap<HeapKey, [f64; 4]> = hashbrown::HashMap::new();
             for (&s, e) in &state.heap.alloc {
                 let v = by_stack.entry(s).or_default();
@@ -184,13 +190,6 @@ impl Profiler {
                 v[2] += e.objects;
                 v[3] += e.bytes;
             }
-            let stats = lowprof_alloc::stats();
-            let dropped = [
-                stats.dropped_alloc_objects,
-                stats.dropped_alloc_bytes as f64,
-                in_use.unknown.objects,
-                in_use.unknown.bytes,
-            ];
             let mut keys: Vec<(HeapKey, [f64; 4])> = by_stack.into_iter().collect();
             keys.sort_unstable_by_key(|(k, _)| (k.stack, k.size));
             let mut stacks = Vec::with_capacity(keys.len());
@@ -199,9 +198,16 @@ impl Profiler {
                 stacks.push((state.heap.stacks.get(key.stack).to_vec(), key.size));
                 values.push(v.map(round));
             }
-            (stacks, values, dropped.map(round))
+            (stacks, values)
         };
         let stats = lowprof_alloc::stats();
+        let dropped = [
+            stats.dropped_alloc_objects - baseline.dropped_objects,
+            stats.dropped_alloc_bytes.saturating_sub(baseline.dropped_bytes) as f64,
+            in_use.lost.objects,
+            in_use.lost.bytes,
+        ]
+        .map(round);
         let samples: Vec<RawSample> = stacks
             .into_iter()
             .zip(values)
@@ -233,15 +239,53 @@ impl Profiler {
             period: stats.interval as i64,
             start: self.shared.started.0,
             duration: self.shared.started.1.elapsed(),
-            comments: heap_comments(&stats),
+            comments: heap_comments(&stats, &in_use),
         };
-        self.symbolizer.build(Job { header, samples, synthetic, trim_allocator: true })
+        self.symbolizer()?.build(Job { header, samples, synthetic, trim_allocator: true })
+    }
+
+    /// The sampled blocks live now, attributed to their stacks: scan the
+    /// region first, then drain, so every block seen has had the chance to
+    /// deliver its record; give records still in flight a second chance.
+    fn in_use_now(&self, cpu: bool) -> (InUse, HeapBaseline) {
+        let mut live = Vec::new();
+        let mut in_use = InUse::default();
+        let (epoch, baseline, mut unmatched) = {
+            let mut state = lock(&self.shared.state);
+            let epoch = state.heap.begin_snapshot();
+            lowprof_alloc::for_each_live(|block| live.push(block));
+            state.drain(true, cpu);
+            let unmatched = state.heap.attribute(&live, &mut in_use);
+            (epoch, state.heap_baseline, unmatched)
+        };
+        // Blocks from an earlier session will never get a record here.
+        unmatched.retain(|b| {
+            let earlier = b.sample_id < baseline.first_sample_id;
+            if earlier {
+                in_use.earlier.add(b.weight, b.size);
+            }
+            !earlier
+        });
+        if !unmatched.is_empty() {
+            // A record is pushed right after its block is published: a
+            // moment later it is in the rings.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            let mut state = lock(&self.shared.state);
+            state.drain(true, cpu);
+            unmatched = state.heap.attribute(&unmatched, &mut in_use);
+        }
+        for b in &unmatched {
+            in_use.pending.add(b.weight, b.size);
+        }
+        lock(&self.shared.state).heap.prune(&live, epoch);
+        (in_use, baseline)
     }
 
     /// The CPU profile since the profiler started or since the last call:
     /// `samples/count` and `cpu/nanoseconds`, labelled with `thread_id` and
     /// `thread_name`.
     pub fn cpu_profile(&self) -> Result<Profile, Error> {
+        self.symbolizer()?;
         let config = &self.shared.config;
         if config.cpu_hz == 0 {
             return Err(Error::CpuDisabled);
@@ -251,7 +295,7 @@ impl Profiler {
             let mut state = lock(&self.shared.state);
             state.drain(config.heap, true);
             let window = std::mem::replace(&mut state.cpu_window, now);
-            let dropped_total = lowprof_sampler::stats().dropped;
+            let dropped_total = lowprof_sampler::stats().dropped_periods;
             let dropped = dropped_total.saturating_sub(state.cpu_dropped_reported);
             state.cpu_dropped_reported = dropped_total;
             (window, state.cpu.take(), dropped)
@@ -285,13 +329,16 @@ impl Profiler {
             start: window.0,
             duration: now.1.duration_since(window.1),
             comments: vec![format!(
-                "lowprof {}: cpu at {} Hz, {} dropped samples in this window",
+                "lowprof {}: cpu at {} Hz, {} sampling periods dropped in this window (in lowprof::dropped)",
                 env!("CARGO_PKG_VERSION"),
                 config.cpu_hz,
                 dropped
             )],
         };
-        self.symbolizer.build(Job { header, samples, synthetic, trim_allocator: false })
+        // The window's samples carry their thread names now: names of
+        // threads that have exited can go (the cache would grow forever).
+        lowprof_sampler::forget_exited_threads();
+        self.symbolizer()?.build(Job { header, samples, synthetic, trim_allocator: false })
     }
 
     /// Current counters.
@@ -309,6 +356,10 @@ impl Profiler {
 
     /// Stops profiling and returns the final profiles.
     pub fn stop(mut self) -> Result<Report, Error> {
+        if self.in_forked_child() {
+            self.abandon_in_child();
+            return Err(Error::ForkedChild);
+        }
         self.shutdown();
         let config = &self.shared.config;
         let heap = if config.heap && lowprof_alloc::is_installed() {
@@ -320,8 +371,38 @@ impl Profiler {
         Ok(Report { heap, cpu, stats: self.stats() })
     }
 
+    fn in_forked_child(&self) -> bool {
+        std::process::id() != self.pid
+    }
+
+    fn symbolizer(&self) -> Result<&SymbolizeThread, Error> {
+        if self.in_forked_child() {
+            return Err(Error::ForkedChild);
+        }
+        self.symbolizer.as_ref().ok_or(Error::SymbolizerFailed)
+    }
+
+    /// In a forked child the drainer and symbolizer threads do not exist and
+    /// their locks may be held for ever: turn heap sampling off (an atomic
+    /// store; the child has no CPU timers, fork does not copy them) and leave
+    /// the rest alone, never joining or locking.
+    fn abandon_in_child(&mut self) {
+        lowprof_alloc::stop();
+        self.shared.sampling_stopped.store(true, Ordering::Release);
+        if let Some(drainer) = self.drainer.take() {
+            std::mem::forget(drainer);
+        }
+        if let Some(symbolizer) = self.symbolizer.take() {
+            std::mem::forget(symbolizer);
+        }
+    }
+
     /// Stops the samplers and the drainer; idempotent.
     fn shutdown(&mut self) {
+        if self.in_forked_child() {
+            self.abandon_in_child();
+            return;
+        }
         self.shared.stop_sampling();
         if let Some(drainer) = self.drainer.take() {
             self.shared.stopping.store(true, Ordering::Release);
@@ -350,7 +431,7 @@ impl std::fmt::Debug for Profiler {
 
 /// The notes a heap profile carries: what was sampled and what was lost,
 /// and a hint when stacks are missing.
-fn heap_comments(stats: &lowprof_alloc::HeapStats) -> Vec<String> {
+fn heap_comments(stats: &lowprof_alloc::HeapStats, in_use: &InUse) -> Vec<String> {
     let mut comments = vec![format!(
         "lowprof {}: heap, {} samples, {} dropped (counted in {}), {} untracked",
         env!("CARGO_PKG_VERSION"),
@@ -359,6 +440,19 @@ fn heap_comments(stats: &lowprof_alloc::HeapStats) -> Vec<String> {
         DROPPED_FRAME,
         stats.untracked_samples
     )];
+    if in_use.pending.objects > 0.0 {
+        comments.push(format!(
+            "{:.0} bytes of blocks sampled during this snapshot are not in inuse_space yet (their records were \
+             still in flight)",
+            in_use.pending.bytes
+        ));
+    }
+    if in_use.earlier.objects > 0.0 {
+        comments.push(format!(
+            "{:.0} bytes still live from an earlier profiler session are not in inuse_space",
+            in_use.earlier.bytes
+        ));
+    }
     if stats.samples_without_stack > 0 {
         comments.push(format!(
             "{} of {} samples have no stack: build with RUSTFLAGS=\"-C force-frame-pointers=yes\" \

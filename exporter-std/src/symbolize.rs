@@ -347,7 +347,13 @@ mod tests {
 
     #[inline(always)]
     fn lowprof_inlined_leaf(x: u64) -> u64 {
-        black_box(x).wrapping_mul(3).rotate_left(black_box(5))
+        // Enough work that optimised builds keep instructions of their own
+        // for this inlined frame.
+        let mut acc = black_box(x);
+        for i in 0..black_box(64u64) {
+            acc = acc.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left((i % 7) as u32) ^ i;
+        }
+        acc
     }
 
     #[inline(never)]

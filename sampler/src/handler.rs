@@ -343,5 +343,8 @@ unsafe fn sample(weight: u64, ucontext: *mut c_void) {
     // The tid spreads threads over the rings; a full set drops and counts.
     if RINGS.push(thread as usize, TAG_CPU, &[&header, frames]).is_ok() {
         COUNTERS.samples.add(1);
+    } else {
+        // A dropped sample stood for `weight` periods, not one.
+        COUNTERS.dropped_periods.add(weight);
     }
 }

@@ -210,6 +210,8 @@ pub struct Stats {
     pub samples: u64,
     /// Samples lost because every ring was full or busy.
     pub dropped: u64,
+    /// Timer periods those lost samples stood for (each `1 + overrun`).
+    pub dropped_periods: u64,
     /// `SIGPROF`s that did not come from lowprof's timers (passed on to the
     /// previous handler, or ignored if there was none).
     pub foreign: u64,
@@ -237,6 +239,7 @@ pub(crate) struct Counters {
     pub(crate) truncated: Counter,
     pub(crate) overrun_periods: Counter,
     pub(crate) timer_errors: Counter,
+    pub(crate) dropped_periods: Counter,
 }
 
 pub(crate) static COUNTERS: Counters = Counters {
@@ -246,6 +249,7 @@ pub(crate) static COUNTERS: Counters = Counters {
     truncated: Counter::new(),
     overrun_periods: Counter::new(),
     timer_errors: Counter::new(),
+    dropped_periods: Counter::new(),
 };
 
 /// The sampling period for `hz`: `1e9 / hz` nanoseconds (0 for `hz == 0`).
@@ -370,6 +374,7 @@ pub fn stats() -> Stats {
         signals: COUNTERS.signals.get(),
         samples: COUNTERS.samples.get(),
         dropped,
+        dropped_periods: COUNTERS.dropped_periods.get(),
         foreign: COUNTERS.foreign.get(),
         threads_timed,
         timer_errors: COUNTERS.timer_errors.get(),

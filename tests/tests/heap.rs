@@ -150,12 +150,29 @@ fn threads_realloc_and_early_blocks() {
     let stdout = run(env!("CARGO_BIN_EXE_heap_threads"), dir.path());
     assert_eq!(stat(&stdout, "dropped"), 0);
     assert_eq!(stat(&stdout, "unregistered"), 0);
-    // 8 threads × 4096 blocks + 200 × 14 growth steps + the rest of the program.
-    assert!(stat(&stdout, "alloc_count") >= 8 * 4096 + 200 * 14);
-    // The 1000 blocks allocated before the profiler started were freed.
-    assert!(stat(&stdout, "free_count") >= 1000);
-    // The eight exited threads folded their totals in and left the registry.
-    assert!(stat(&stdout, "threads_registered") < 8, "{stdout}");
+    // Frees of the 1000 blocks of 8 KiB allocated before the profiler
+    // started are counted exactly (other threads may free a little meanwhile).
+    let (frees, freed) = (stat(&stdout, "early_frees"), stat(&stdout, "early_free_bytes"));
+    assert!((1000..1100).contains(&frees), "{frees} frees for 1000 blocks");
+    assert!(
+        (8_192_000..8_192_000 + (1 << 20)).contains(&freed),
+        "{freed} bytes freed for 8,192,000"
+    );
+    // Eight threads allocated 4096 blocks of 2 KiB plus one 64 KiB vector
+    // each, then exited: every allocation is in the totals, and the exited
+    // threads left the registry.
+    let (allocs, bytes) = (stat(&stdout, "thread_allocs"), stat(&stdout, "thread_alloc_bytes"));
+    let (want_allocs, want_bytes) = (8 * 4097, 8 * (4096 * 2048 + 4096 * 16));
+    assert!(
+        (want_allocs..want_allocs + 2000).contains(&allocs),
+        "{allocs} allocations, want {want_allocs}"
+    );
+    assert!(
+        (want_bytes..want_bytes + (4 << 20)).contains(&bytes),
+        "{bytes} bytes, want {want_bytes}"
+    );
+    // Registered threads are live threads: the exited ones left.
+    assert!(stat(&stdout, "registered_after") <= stat(&stdout, "live_threads"), "{stdout}");
     let p = raw(&go, &dir.path().join("heap.pb.gz"));
     let n = 8 * 4096;
     assert_within_4_sigma(
@@ -170,8 +187,15 @@ fn threads_realloc_and_early_blocks() {
         (200 * 65536) as f64,
         sigma_bytes(200, 65536, MEAN),
     );
-    // Blocks from before the start are neither in the profile nor a problem.
-    assert_eq!(p.total_for("inuse_space", "heap_threads::pre_start_site"), 0);
+}
+
+#[test]
+fn snapshots_under_load_blame_no_phantom_drops() {
+    let stdout = run(env!("CARGO_BIN_EXE_heap_snapshots"), Path::new("."));
+    assert!(stat(&stdout, "samples") > 1000, "a busy program: {stdout}");
+    if stat(&stdout, "dropped") == 0 {
+        assert_eq!(stat(&stdout, "with_dropped_frame"), 0, "no record was dropped: {stdout}");
+    }
 }
 
 #[test]

@@ -51,8 +51,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::path::PathBuf::from(std::env::args_os().nth(1).ok_or("usage: heap_threads <dir>")?);
     let early = pre_start_site();
     let profiler = lowprof::Profiler::builder().cpu_hz(0).start()?;
+    let before = profiler.stats().heap.totals;
     drop(early);
+    let after = profiler.stats().heap.totals;
+    println!("early_frees={}", after.free_count - before.free_count);
+    println!("early_free_bytes={}", after.free_bytes - before.free_bytes);
 
+    let registered_before = profiler.stats().heap.threads;
+    let totals_before = profiler.stats().heap.totals;
     let barrier = Arc::new(Barrier::new(THREADS));
     let handles: Vec<_> = (0..THREADS)
         .map(|_| {
@@ -67,6 +73,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for h in handles {
         from_threads.push(h.join().map_err(|_| "thread panicked")?);
     }
+    // The threads have exited: their registrations are gone and their
+    // counts folded into the totals.
+    let stats = profiler.stats().heap;
+    println!("registered_before={registered_before}");
+    println!("registered_after={}", stats.threads);
+    println!("live_threads={}", std::fs::read_dir("/proc/self/task")?.count());
+    println!("thread_allocs={}", stats.totals.alloc_count - totals_before.alloc_count);
+    println!("thread_alloc_bytes={}", stats.totals.alloc_bytes - totals_before.alloc_bytes);
 
     let grown: Vec<Vec<u8>> = (0..200u8).map(realloc_site).collect();
     for (seed, v) in grown.iter().enumerate() {
@@ -85,7 +99,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("alloc_count={}", stats.heap.totals.alloc_count);
     println!("free_count={}", stats.heap.totals.free_count);
     println!("alloc_bytes={}", stats.heap.totals.alloc_bytes);
-    println!("threads_registered={}", stats.heap.threads);
     println!("unregistered={}", stats.heap.threads_unregistered);
     black_box((&from_threads, &grown));
     drop(from_threads);
