@@ -109,6 +109,15 @@ pub fn interval() -> u64 {
     }
 }
 
+/// Sets a function called once by each new thread, from its first slow-path
+/// visit (normally its first allocation), right after it registers: the
+/// profiler uses it to wake its drainer so the thread gets its CPU timer at
+/// once. The hook runs inside the allocator: it must not allocate, lock or
+/// block (a futex wake is fine). `None` removes it.
+pub fn set_new_thread_hook(hook: Option<fn()>) {
+    crate::state::NEW_THREAD_HOOK.store(hook.map_or(0, |f| f as usize), Ordering::Release);
+}
+
 /// The identifier the next sampled block will get: blocks with smaller ids
 /// were sampled before this moment (a session's blocks have ids at or above
 /// the value read when it started).

@@ -88,8 +88,8 @@ use core::sync::atomic::Ordering;
 
 pub use control::{
     ControlError, HeapEvent, HeapStats, RECORD_WORDS, drain, enabled, for_each_live, init_region,
-    interval, is_installed, next_sample_id, release_freed_memory, set_interval, start, stats, stop,
-    validate_interval,
+    interval, is_installed, next_sample_id, release_freed_memory, set_interval,
+    set_new_thread_hook, start, stats, stop, validate_interval,
 };
 pub use lowprof_core::event::HeapAlloc;
 pub use lowprof_core::live::SampledBlock;

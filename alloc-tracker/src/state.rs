@@ -47,6 +47,21 @@ pub(crate) static DECLARED_MEAN: AtomicU64 = AtomicU64::new(0);
 /// serving allocations (the global allocator, in a normal program).
 pub(crate) static INSTALLED: AtomicBool = AtomicBool::new(false);
 
+/// A `fn()` called by each new thread after it registers (0: none).
+pub(crate) static NEW_THREAD_HOOK: core::sync::atomic::AtomicUsize =
+    core::sync::atomic::AtomicUsize::new(0);
+
+/// Calls the new-thread hook, if any. Slow path only.
+pub(crate) fn run_new_thread_hook() {
+    let hook = NEW_THREAD_HOOK.load(core::sync::atomic::Ordering::Acquire);
+    if hook != 0 {
+        // SAFETY: only `set_new_thread_hook` stores here, and only the
+        // address of a `fn()`.
+        let hook: fn() = unsafe { core::mem::transmute::<usize, fn()>(hook) };
+        hook();
+    }
+}
+
 /// Identifiers for sampled blocks; 0 is never used.
 pub(crate) static NEXT_SAMPLE_ID: AtomicU64 = AtomicU64::new(1);
 

@@ -234,6 +234,7 @@ fn register(s: &ThreadState) {
     let registration = unsafe { REGISTRY.register(tid, &s.counters) };
     s.registration.set(registration);
     s.registered.set(if registration.is_some() { REGISTERED } else { NO_SLOT });
+    crate::state::run_new_thread_hook();
 }
 
 /// The pthread key destructor: folds the exiting thread's totals into the

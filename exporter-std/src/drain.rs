@@ -4,7 +4,9 @@
 //! pages back. It blocks SIGPROF, so it never samples itself.
 //!
 //! ```text
-//!  every drain_interval:
+//!  every drain_interval, or at once when woken (a new thread's first
+//!  allocation wakes it through the allocator's new-thread hook, so the
+//!  thread gets its CPU timer within microseconds):
 //!    lock State ─► drain heap ring ─► HeapAggregate
 //!               └► drain CPU ring  ─► CpuAggregate
 //!    lowprof_sampler::maintain()        (timers for new threads, names, stack regions)
@@ -13,7 +15,7 @@
 //!  after `duration`: stop sampling
 //! ```
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -106,15 +108,69 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Set to wake the drainer early (a new thread, stop); a futex word.
+static WAKE: AtomicU32 = AtomicU32::new(0);
+
+/// Wakes the drainer now. Allocation-free, lock-free: an atomic store and a
+/// futex wake, so the allocator may call it (its new-thread hook), letting a
+/// new thread get its CPU timer within microseconds instead of at the next
+/// tick.
+pub(crate) fn wake() {
+    WAKE.store(1, Ordering::Release);
+    #[cfg(target_os = "linux")]
+    // SAFETY: FUTEX_WAKE on a valid, aligned u32 that lives forever.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            WAKE.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        );
+    }
+}
+
+/// Sleeps until `timeout` passes or [`wake`] is called.
+fn sleep_until_woken(timeout: Duration) {
+    if WAKE.swap(0, Ordering::AcqRel) == 1 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: FUTEX_WAIT on a valid u32 while it is 0, with a valid
+        // relative timeout; returns on wake, timeout or signal.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                WAKE.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                0,
+                &ts,
+            );
+        }
+        // The word stays set if a wake came: the next call returns at once
+        // (clearing it here could lose a wake that arrives meanwhile).
+    }
+    #[cfg(not(target_os = "linux"))]
+    std::thread::park_timeout(timeout);
+}
+
 /// The drainer thread's body.
 pub(crate) fn run(shared: Arc<Shared>) {
     // A failure only means the drainer may itself be sampled.
     let _ = lowprof_sampler::block_sigprof_on_current_thread();
     let config = &shared.config;
     let mut last_housekeeping = Instant::now();
+    if config.cpu_hz > 0 {
+        lowprof_alloc::set_new_thread_hook(Some(wake));
+    }
     loop {
-        std::thread::park_timeout(config.drain_interval);
+        sleep_until_woken(config.drain_interval);
         if shared.stopping.load(Ordering::Acquire) {
+            lowprof_alloc::set_new_thread_hook(None);
             return;
         }
         let sampling = !shared.sampling_stopped.load(Ordering::Acquire);

@@ -406,7 +406,7 @@ impl Profiler {
         self.shared.stop_sampling();
         if let Some(drainer) = self.drainer.take() {
             self.shared.stopping.store(true, Ordering::Release);
-            drainer.thread().unpark();
+            drain::wake();
             let _ = drainer.join();
             RUNNING.store(false, Ordering::Release);
         }

@@ -8,7 +8,7 @@
 //! ```text
 //!  every thread T (found in /proc/self/task)        drainer thread (SIGPROF blocked)
 //!  ─────────────────────────────────────────        ──────────────────────────────────
-//!  timer_create(T's CPU clock, SIGEV_THREAD_ID=T) ◄── start() / maintain(), every ~10–20 ms:
+//!  timer_create(T's CPU clock, SIGEV_THREAD_ID=T) ◄── start() / maintain(), every drain (~50 ms):
 //!        │ every 1e9/hz ns of T's CPU time             scan tasks, publish stack regions,
 //!        ▼                                             arm new threads, delete dead ones,
 //!  SIGPROF on T ─► handler (on T, any instruction)     read thread names
@@ -162,7 +162,8 @@ pub const RECORD_WORDS: usize = CPU_HEADER + MAX_FRAMES;
 const RING_COUNT: usize = 16;
 /// Words per ring (128 KiB). A typical record is 20–60 words, so one ring
 /// buffers a few hundred samples and the set ~5 000: at 1000 Hz on 32 busy
-/// threads that is ~150 ms of samples, ~10× the drainer's 10–20 ms period.
+/// threads that is ~150 ms of samples, 3× the drainer's default 50 ms period
+/// (at 99 Hz, over a minute).
 /// The 2 MiB live in `.bss` and only the pages actually written cost memory.
 const RING_WORDS: usize = 16 * 1024;
 
@@ -307,7 +308,7 @@ pub fn stop() {
     session::stop();
 }
 
-/// Housekeeping for the drainer, every ~10–20 ms while running: arms timers
+/// Housekeeping for the drainer, every drain (~50 ms) while running: arms timers
 /// for new threads (after republishing the stack regions, so a new thread's
 /// stack is known before its first signal), deletes timers of exited threads,
 /// republishes the regions when walks missed them (at most every 100 ms), and

@@ -32,6 +32,9 @@ use crate::{COUNTERS, Config, Error, TimerMode, handler, period_nanos, regions, 
 
 /// Least time between two refreshes caused by walk misses alone.
 const MISS_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
+/// A full thread scan runs at least this often, even when the thread count
+/// looks unchanged (an exit and a start between two checks cancel out).
+const FULL_SCAN_INTERVAL: Duration = Duration::from_millis(200);
 /// Attempts to arm a thread before giving up on it.
 const ARM_ATTEMPTS: u8 = 3;
 
@@ -50,6 +53,9 @@ struct Session {
     known: BTreeSet<u64>,
     last_refresh: Option<Instant>,
     misses_at_refresh: u64,
+    /// The thread-count hint at the last full scan, and when it ran.
+    last_count: Option<u64>,
+    last_scan: Option<Instant>,
     jitter: Jitter,
 }
 
@@ -64,6 +70,8 @@ static SESSION: Mutex<Session> = Mutex::new(Session {
     known: BTreeSet::new(),
     last_refresh: None,
     misses_at_refresh: 0,
+    last_count: None,
+    last_scan: None,
     jitter: Jitter::new(),
 });
 
@@ -145,10 +153,20 @@ pub(crate) fn maintain() {
     if !s.running {
         return;
     }
+    let misses = STACK_REGIONS.misses();
+    // Cheap first: one stat of /proc/self/task tells the thread count. With
+    // the same count, no walk misses and a recent full scan, nothing to do
+    // (the full scan lists every thread: ~100 µs of the drainer's time).
+    let count = threads::count_hint();
+    let scan_due = s.last_scan.is_none_or(|at| at.elapsed() >= FULL_SCAN_INTERVAL);
+    if count.is_some() && count == s.last_count && !scan_due && misses <= s.misses_at_refresh {
+        return;
+    }
+    s.last_count = count;
+    s.last_scan = Some(Instant::now());
     let Ok(tids) = threads::scan() else { return };
     let new: Vec<u64> = tids.difference(&s.known).copied().collect();
     let gone: Vec<u64> = s.known.difference(&tids).copied().collect();
-    let misses = STACK_REGIONS.misses();
     let stale = misses > s.misses_at_refresh
         && s.last_refresh.is_none_or(|at| at.elapsed() >= MISS_REFRESH_INTERVAL);
     // Before arming any new thread: its stack must be in the table.

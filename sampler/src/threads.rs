@@ -38,6 +38,13 @@ pub(crate) fn scan() -> std::io::Result<BTreeSet<u64>> {
     Ok(tids)
 }
 
+/// The process's thread count, from one `stat` of `/proc/self/task` (procfs
+/// gives that directory `2 + threads` links), or `None` if unavailable.
+pub(crate) fn count_hint() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/task").ok().map(|m| m.nlink().saturating_sub(2))
+}
+
 /// The calling thread's kernel id.
 pub(crate) fn current_tid() -> u64 {
     // SAFETY: gettid has no arguments and cannot fail.
