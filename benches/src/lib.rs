@@ -1,1 +1,338 @@
-//! placeholder
+//! Shared pieces of lowprof's heap-sampling overhead benchmarks
+//! (`benches/heap_pairs.rs`, `benches/heap_realistic.rs` and the
+//! `pairs_callgrind` example): the [`CountdownOnly`] cost-floor wrapper, the
+//! fixed mixed-size sequence and the malloc/free pair loop. The CPU-sampling
+//! benchmarks' pieces are in [`cpu`].
+//!
+//! Everything here is benchmark support, not product code.
+
+pub mod cpu;
+pub mod switch;
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::cell::Cell;
+use std::alloc::handle_alloc_error;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// Mean sampling interval used by every benchmark: lowprof's default,
+/// 512 KiB (DESIGN.md, "Heap sampling").
+pub const INTERVAL: u64 = lowprof_core::poisson::DEFAULT_MEAN_BYTES;
+
+/// Turns lowprof's heap sampling on process-wide at [`INTERVAL`] (reserves the
+/// sampled-block region). Call once at the start of a bench binary.
+pub fn start_sampling() {
+    if let Err(e) = lowprof_alloc::start(Some(INTERVAL)) {
+        eprintln!("lowprof_alloc::start failed: {e}");
+        std::process::exit(2);
+    }
+}
+
+/// Hands every queued heap record to nobody, as the exporter's drainer
+/// would every 20 ms. Without it the rings fill after ~2000 records and
+/// every later push tries all eight rings before dropping the record, which
+/// would make samples cost more than they do in production.
+pub struct Drainer {
+    scratch: Vec<u64>,
+}
+
+impl Drainer {
+    /// Allocates the scratch buffer once (through the global allocator).
+    pub fn new() -> Self {
+        Self { scratch: vec![0; lowprof_alloc::RECORD_WORDS] }
+    }
+
+    /// Drains every ring; returns the number of records dropped on the floor.
+    pub fn drain(&mut self) -> usize {
+        let mut n = 0;
+        let _ = lowprof_alloc::drain(&mut self.scratch, |_| n += 1);
+        n
+    }
+}
+
+impl Default for Drainer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+std::thread_local! {
+    /// The floor's countdown: `const`-initialised and `Drop`-free, like
+    /// lowprof's, so access is one `fs:`-relative operand.
+    static FLOOR_COUNTDOWN: Cell<isize> = const { Cell::new(INTERVAL as isize) };
+}
+
+/// The cost floor of any byte-countdown sampler (DESIGN.md: "that is the
+/// floor to compare against"): a `const` thread-local `Cell<isize>`
+/// countdown, subtract the size, branch on the sign, re-arm at [`INTERVAL`]
+/// without sampling. Nothing else: no counting, no region check on free.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CountdownOnly<A> {
+    inner: A,
+}
+
+impl<A> CountdownOnly<A> {
+    /// Wraps `inner`.
+    pub const fn new(inner: A) -> Self {
+        Self { inner }
+    }
+}
+
+#[inline(always)]
+fn countdown(size: usize) {
+    let _ = FLOOR_COUNTDOWN.try_with(|c| {
+        let left = c.get().wrapping_sub(size as isize);
+        c.set(left);
+        if left < 0 {
+            rearm(c);
+        }
+    });
+}
+
+#[cold]
+#[inline(never)]
+fn rearm(c: &Cell<isize>) {
+    c.set(INTERVAL as isize);
+}
+
+// SAFETY: every method forwards to the inner allocator with the caller's
+// arguments; the countdown neither allocates nor unwinds.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for CountdownOnly<A> {
+    #[inline(always)]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        countdown(layout.size());
+        // SAFETY: forwarded contract.
+        unsafe { self.inner.alloc(layout) }
+    }
+
+    #[inline(always)]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        countdown(layout.size());
+        // SAFETY: forwarded contract.
+        unsafe { self.inner.alloc_zeroed(layout) }
+    }
+
+    #[inline(always)]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded contract; the inner allocator made every block.
+        unsafe { self.inner.dealloc(ptr, layout) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        countdown(new_size);
+        // SAFETY: forwarded contract.
+        unsafe { self.inner.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Length of the precomputed size sequence (a power of two).
+pub const SIZES_LEN: usize = 4096;
+/// Live blocks kept by the pair loop: each step frees the block allocated
+/// `RING` steps earlier.
+pub const RING: usize = 64;
+
+/// xorshift64*: a fixed, seedable sequence (not for anything but sizes).
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `lo..hi`.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+
+    /// Log-uniform in `lo..hi` (as many 4–8 KiB blocks as 32–64 KiB ones).
+    fn log_range(&mut self, lo: u64, hi: u64) -> u64 {
+        let (llo, lhi) = ((lo as f64).ln(), (hi as f64).ln());
+        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        ((llo + u * (lhi - llo)).exp() as u64).clamp(lo, hi - 1)
+    }
+}
+
+/// The fixed pseudo-random size sequence: mostly small, a long tail.
+///
+/// | share | sizes (bytes)           |
+/// |-------|-------------------------|
+/// | 60 %  | 16–127, uniform         |
+/// | 25 %  | 128–1023, uniform       |
+/// | 12 %  | 1024–4095, uniform      |
+/// |  3 %  | 4096–65535, log-uniform |
+///
+/// Mean ≈ 1.1–1.2 KiB (see [`mean_size`]); the same every run.
+pub fn mixed_sizes() -> Vec<usize> {
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    (0..SIZES_LEN)
+        .map(|_| {
+            let bucket = rng.range(0, 100);
+            let size = if bucket < 60 {
+                rng.range(16, 128)
+            } else if bucket < 85 {
+                rng.range(128, 1024)
+            } else if bucket < 97 {
+                rng.range(1024, 4096)
+            } else {
+                rng.log_range(4096, 65536)
+            };
+            size as usize
+        })
+        .collect()
+}
+
+/// Mean of [`mixed_sizes`] in bytes.
+pub fn mean_size() -> f64 {
+    let sizes = mixed_sizes();
+    sizes.iter().sum::<usize>() as f64 / sizes.len() as f64
+}
+
+/// Pairs between two drains (and timer reads) in [`PairLoop::run_timed`]:
+/// ~70 samples at a ~1.15 KiB mean, well inside the rings' ~2000 records.
+pub const CHUNK: u64 = 32 * 1024;
+
+/// A malloc/free pair loop over one allocator: a ring of [`RING`] live
+/// blocks; step `i` frees the block in slot `i % RING` and allocates
+/// `sizes[i % SIZES_LEN]` bytes into it. The position persists across calls,
+/// so successive batches continue the same sequence on a warm ring.
+pub struct PairLoop<A: 'static> {
+    alloc: &'static A,
+    layouts: Box<[Layout]>,
+    slots: Box<[(*mut u8, Layout)]>,
+    next: usize,
+    drainer: Drainer,
+}
+
+impl<A: GlobalAlloc + 'static> PairLoop<A> {
+    /// A loop over `alloc` with an empty ring, over [`mixed_sizes`].
+    pub fn new(alloc: &'static A) -> Self {
+        Self::with_sizes(alloc, &mixed_sizes())
+    }
+
+    /// A loop over `alloc` with an empty ring, over `sizes` (repeated or
+    /// cut to [`SIZES_LEN`]; zero sizes become 8 bytes).
+    pub fn with_sizes(alloc: &'static A, sizes: &[usize]) -> Self {
+        let layouts = (0..SIZES_LEN)
+            .map(|i| sizes.get(i % sizes.len().max(1)).copied().unwrap_or(8).max(1))
+            .map(|s| Layout::from_size_align(s, 8).unwrap_or(Layout::new::<u64>()))
+            .collect();
+        Self {
+            alloc,
+            layouts,
+            slots: vec![(core::ptr::null_mut(), Layout::new::<u8>()); RING].into_boxed_slice(),
+            next: 0,
+            drainer: Drainer::new(),
+        }
+    }
+
+    /// Runs `n` malloc/free pairs. Only allocates and frees: sizes and
+    /// layouts are precomputed.
+    #[inline(never)]
+    pub fn run(&mut self, n: u64) {
+        let alloc = self.alloc;
+        for _ in 0..n {
+            let i = self.next;
+            self.next = i.wrapping_add(1);
+            let layout = self.layouts[i & (SIZES_LEN - 1)];
+            let slot = &mut self.slots[i & (RING - 1)];
+            if !slot.0.is_null() {
+                // SAFETY: the block was allocated by `alloc` with `slot.1`
+                // and is freed exactly once (the slot is overwritten below).
+                unsafe { alloc.dealloc(slot.0, slot.1) };
+            }
+            // SAFETY: every layout has a non-zero size.
+            let p = unsafe { alloc.alloc(layout) };
+            if p.is_null() {
+                handle_alloc_error(layout);
+            }
+            *slot = (black_box(p), layout);
+        }
+    }
+
+    /// Runs `n` pairs in chunks of [`CHUNK`], draining lowprof's rings
+    /// between chunks with the clock stopped; returns the time spent in the
+    /// pairs alone.
+    pub fn run_timed(&mut self, n: u64) -> Duration {
+        let mut spent = Duration::ZERO;
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(CHUNK);
+            let t = Instant::now();
+            self.run(k);
+            spent += t.elapsed();
+            left -= k;
+            self.drainer.drain();
+        }
+        spent
+    }
+
+    /// Frees every live block.
+    pub fn clear(&mut self) {
+        for slot in self.slots.iter_mut() {
+            if !slot.0.is_null() {
+                // SAFETY: allocated by `alloc` with `slot.1`, freed once.
+                unsafe { self.alloc.dealloc(slot.0, slot.1) };
+                slot.0 = core::ptr::null_mut();
+            }
+        }
+    }
+}
+
+/// A pair loop whose allocator type is erased, so one thread can hold the
+/// loops of several variants.
+pub trait TimedPairs {
+    /// See [`PairLoop::run_timed`].
+    fn run_timed(&mut self, n: u64) -> Duration;
+}
+
+impl<A: GlobalAlloc + 'static> TimedPairs for PairLoop<A> {
+    fn run_timed(&mut self, n: u64) -> Duration {
+        PairLoop::run_timed(self, n)
+    }
+}
+
+/// A one-line summary of lowprof's counters, printed at the end of a bench
+/// binary to show that sampling really was on.
+pub fn stats_line() -> String {
+    let s = lowprof_alloc::stats();
+    format!(
+        "lowprof: enabled={} interval={} samples={} dropped={} untracked={} live={} slow_visits={}",
+        s.enabled,
+        s.interval,
+        s.samples,
+        s.dropped_samples,
+        s.untracked_samples,
+        s.live_samples,
+        s.slow_visits
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_fixed_and_realistic() {
+        let a = mixed_sizes();
+        assert_eq!(a, mixed_sizes());
+        assert!(a.iter().all(|&s| (16..65536).contains(&s)));
+        let mean = mean_size();
+        assert!((1000.0..1600.0).contains(&mean), "mean {mean}");
+        let small = a.iter().filter(|&&s| s <= 4096).count();
+        assert!(small * 100 / a.len() >= 95);
+    }
+
+    #[test]
+    fn floor_counts_down_and_rearms() {
+        static F: CountdownOnly<std::alloc::System> = CountdownOnly::new(std::alloc::System);
+        let mut l = PairLoop::new(&F);
+        l.run(100_000);
+        l.clear();
+        let left = FLOOR_COUNTDOWN.with(Cell::get);
+        assert!((0..=INTERVAL as isize).contains(&left));
+    }
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Instruction counts per op for every variant of the heap benchmarks, under
+# valgrind's callgrind (repeatable on a noisy VM; user-space instructions
+# only: page faults and system calls inside the kernel are not counted).
+#
+#   bash benches/callgrind.sh [PAIRS] [MAPS]
+#
+# Prints a markdown table; callgrind output files go to $OUT (default
+# target/callgrind/), for callgrind_annotate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PAIRS=${1:-1000000}
+MAPS=${2:-2}
+OUT=${OUT:-target/callgrind}
+mkdir -p "$OUT"
+cargo build -j 2 --profile bench -p lowprof-benches --example pairs_callgrind >&2
+BIN=target/release/examples/pairs_callgrind
+
+ir() { # variant ops [tag] -> instructions per op
+    local tag=${3:-}
+    local file="$OUT/callgrind.$1$tag.out"
+    valgrind --tool=callgrind --callgrind-out-file="$file" \
+        --toggle-collect='pairs_callgrind::measured_*' \
+        "$BIN" "$1" "$2" 2>"$OUT/$1$tag.log" >/dev/null
+    local total
+    total=$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+    python3 -c "print(f'{$total / $2:.1f}')"
+}
+
+fmt() { # number -> 1 decimal, or thousands separators when large
+    python3 -c "v=$1; print(f'{v:,.0f}' if abs(v) >= 1e5 else f'{v:.1f}')"
+}
+
+row() { # label variant baseline_ir ops [tag]
+    local v; v=$(ir "$2" "$4" "${5:-}")
+    python3 -c "b=$3; v=$v; f=lambda x: f'{x:+,.0f}' if abs(x) >= 1e5 else f'{x:+.1f}'; g=lambda x: f'{x:,.0f}' if x >= 1e5 else f'{x:.1f}'; print(f'| $1 | {g(v)} | {f(v - b)} | {v / b:.3f}× |')"
+}
+
+echo "| variant | instructions/op | vs inner | ratio |"
+echo "|---|---:|---:|---:|"
+base=$(ir system "$PAIRS"); echo "| System (pairs) | $(fmt "$base") | | |"
+row "CountdownOnly<System>" floor-system "$base" "$PAIRS"
+row "SampledAlloc<System>" sampled-system "$base" "$PAIRS"
+STOP_SAMPLING=1 row "SampledAlloc<System>, sampling stopped" sampled-system "$base" "$PAIRS" .stopped
+base=$(ir jemalloc "$PAIRS"); echo "| Jemalloc (pairs) | $(fmt "$base") | | |"
+row "CountdownOnly<Jemalloc>" floor-jemalloc "$base" "$PAIRS"
+row "SampledAlloc<Jemalloc>" sampled-jemalloc "$base" "$PAIRS"
+STOP_SAMPLING=1 row "SampledAlloc<Jemalloc>, sampling stopped" sampled-jemalloc "$base" "$PAIRS" .stopped
+base=$(ir realistic-system "$MAPS"); echo "| System (realistic, per map) | $(fmt "$base") | | |"
+row "CountdownOnly<System> (realistic)" realistic-floor "$base" "$MAPS"
+row "SampledAlloc<System> (realistic)" realistic-sampled "$base" "$MAPS"
+STOP_SAMPLING=1 row "SampledAlloc<System> (realistic), sampling stopped" realistic-sampled "$base" "$MAPS" .stopped
