@@ -53,6 +53,9 @@
 //!   short-lived threads on a contended machine are under-sampled.
 //! - A thread is found by scanning `/proc/self/task`, so it is sampled from the
 //!   first [`maintain`] after it starts (there is no `pthread_create` hook).
+//!   The `lowprof` profiler calls it at once when a new thread first
+//!   allocates (through the allocator's new-thread hook), else at its next
+//!   tick.
 //!
 //! ## Why the handler stays installed
 //!
