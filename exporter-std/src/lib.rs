@@ -39,14 +39,20 @@
 mod aggregate;
 mod assemble;
 mod builder;
+mod config;
 mod drain;
 mod error;
+mod export;
+mod files;
 pub mod flamegraph;
 pub mod maps;
+pub mod otlp;
 mod output;
 pub mod pprof;
 pub mod profile;
 mod profiler;
+#[cfg(feature = "serve")]
+mod serve;
 pub mod symbolize;
 mod symbolize_thread;
 
