@@ -174,7 +174,7 @@ pub(crate) struct CpuKey {
     pub thread: u64,
 }
 
-/// CPU records, aggregated since the last [`CpuAggregate::take`].
+/// CPU records of one window, aggregated.
 #[derive(Default)]
 pub(crate) struct CpuAggregate {
     pub stacks: StackTable,
@@ -193,11 +193,6 @@ impl CpuAggregate {
                 e.insert(sample.weight.max(1));
             }
         }
-    }
-
-    /// Everything aggregated so far, leaving the aggregate empty.
-    pub(crate) fn take(&mut self) -> CpuAggregate {
-        std::mem::take(self)
     }
 }
 
@@ -260,13 +255,7 @@ mod tests {
                 frames: &f,
             });
         }
-        let taken = c.take();
-        assert_eq!(taken.periods[&CpuKey { stack: 0, thread: 7 }], 4);
-        assert_eq!(
-            taken.periods[&CpuKey { stack: 0, thread: 8 }],
-            1,
-            "weight is at least one period"
-        );
-        assert!(c.periods.is_empty());
+        assert_eq!(c.periods[&CpuKey { stack: 0, thread: 7 }], 4);
+        assert_eq!(c.periods[&CpuKey { stack: 0, thread: 8 }], 1, "weight is at least one period");
     }
 }

@@ -22,16 +22,47 @@ use std::time::{Duration, Instant, SystemTime};
 use lowprof_alloc::HeapEvent;
 
 use crate::aggregate::{CpuAggregate, HeapAggregate};
-use crate::profiler::Shared;
+use crate::session::Session;
+
+/// Identifies a CPU window; [`USER_WINDOW`] is `Profiler::cpu_profile`'s.
+pub(crate) type WindowId = u64;
+/// The window `Profiler::cpu_profile` reads (open for the whole session).
+pub(crate) const USER_WINDOW: WindowId = 0;
+
+/// CPU samples since a window was opened or last taken. Each consumer of CPU
+/// profiles (the user, the periodic exporter, a pull request) has its own,
+/// so taking one never steals another's samples.
+pub(crate) struct CpuWindow {
+    pub agg: CpuAggregate,
+    pub start: (SystemTime, Instant),
+    /// Dropped CPU periods already reported by an earlier take.
+    pub dropped_reported: u64,
+}
+
+impl CpuWindow {
+    fn new() -> Self {
+        Self {
+            agg: CpuAggregate::default(),
+            start: (SystemTime::now(), Instant::now()),
+            dropped_reported: lowprof_sampler::stats().dropped_periods,
+        }
+    }
+}
+
+/// What [`State::take_window`] hands out.
+pub(crate) struct TakenWindow {
+    pub agg: CpuAggregate,
+    pub start: (SystemTime, Instant),
+    pub end: (SystemTime, Instant),
+    /// Timer periods dropped (rings full) during the window.
+    pub dropped_periods: u64,
+}
 
 /// Aggregates and the scratch buffers used to drain into them.
 pub(crate) struct State {
     pub heap: HeapAggregate,
-    pub cpu: CpuAggregate,
-    /// Start of the current CPU window (reset by each `cpu_profile()`).
-    pub cpu_window: (SystemTime, Instant),
-    /// Dropped CPU periods already reported in an earlier CPU profile.
-    pub cpu_dropped_reported: u64,
+    cpu_windows: Vec<(WindowId, CpuWindow)>,
+    next_window: WindowId,
     /// The heap counters when this session started: its profiles report
     /// only what happened since.
     pub heap_baseline: HeapBaseline,
@@ -44,9 +75,8 @@ impl State {
     pub(crate) fn new() -> Self {
         Self {
             heap: HeapAggregate::default(),
-            cpu: CpuAggregate::default(),
-            cpu_window: (SystemTime::now(), Instant::now()),
-            cpu_dropped_reported: lowprof_sampler::stats().dropped_periods,
+            cpu_windows: vec![(USER_WINDOW, CpuWindow::new())],
+            next_window: USER_WINDOW + 1,
             heap_baseline: HeapBaseline::now(),
             records: 0,
             heap_scratch: vec![0; lowprof_alloc::RECORD_WORDS],
@@ -54,9 +84,41 @@ impl State {
         }
     }
 
+    /// Opens a CPU window; samples drained from now on go into it too.
+    pub(crate) fn open_window(&mut self) -> WindowId {
+        let id = self.next_window;
+        self.next_window += 1;
+        self.cpu_windows.push((id, CpuWindow::new()));
+        id
+    }
+
+    /// Closes a window opened with [`State::open_window`].
+    pub(crate) fn close_window(&mut self, id: WindowId) {
+        if id != USER_WINDOW {
+            self.cpu_windows.retain(|(w, _)| *w != id);
+        }
+    }
+
+    /// Everything window `id` gathered, restarting it empty.
+    pub(crate) fn take_window(&mut self, id: WindowId) -> Option<TakenWindow> {
+        let (_, window) = self.cpu_windows.iter_mut().find(|(w, _)| *w == id)?;
+        let fresh = CpuWindow::new();
+        let dropped_periods = fresh.dropped_reported.saturating_sub(window.dropped_reported);
+        let old = std::mem::replace(window, fresh);
+        Some(TakenWindow { agg: old.agg, start: old.start, end: window.start, dropped_periods })
+    }
+
+    /// Distinct CPU stacks in the user's window.
+    pub(crate) fn cpu_stacks(&self) -> usize {
+        self.cpu_windows
+            .iter()
+            .find(|(w, _)| *w == USER_WINDOW)
+            .map_or(0, |(_, w)| w.agg.stacks.len())
+    }
+
     /// Moves every queued record into the aggregates.
     pub(crate) fn drain(&mut self, heap: bool, cpu: bool) {
-        let State { heap: heap_agg, cpu: cpu_agg, heap_scratch, cpu_scratch, records, .. } = self;
+        let State { heap: heap_agg, cpu_windows, heap_scratch, cpu_scratch, records, .. } = self;
         if heap {
             let n = lowprof_alloc::drain(heap_scratch, |event| match event {
                 HeapEvent::Alloc(alloc) => heap_agg.add_alloc(&alloc),
@@ -65,7 +127,11 @@ impl State {
             *records += n.unwrap_or(0) as u64;
         }
         if cpu {
-            *records += lowprof_sampler::drain(cpu_scratch, |sample| cpu_agg.add(&sample)) as u64;
+            *records += lowprof_sampler::drain(cpu_scratch, |sample| {
+                for (_, window) in cpu_windows.iter_mut() {
+                    window.agg.add(&sample);
+                }
+            }) as u64;
         }
     }
 
@@ -159,7 +225,7 @@ fn sleep_until_woken(timeout: Duration) {
 }
 
 /// The drainer thread's body.
-pub(crate) fn run(shared: Arc<Shared>) {
+pub(crate) fn run(shared: Arc<Session>) {
     // A failure only means the drainer may itself be sampled.
     let _ = lowprof_sampler::block_sigprof_on_current_thread();
     let config = &shared.config;

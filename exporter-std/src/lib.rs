@@ -53,6 +53,7 @@ pub mod profile;
 mod profiler;
 #[cfg(feature = "serve")]
 mod serve;
+mod session;
 pub mod symbolize;
 mod symbolize_thread;
 

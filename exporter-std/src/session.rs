@@ -1,0 +1,336 @@
+//! The profiling session: what the profiler's threads share, and how
+//! aggregates become profiles.
+//!
+//! ```text
+//!  Session (Arc) ◄── Profiler (start/stop), drainer, periodic exporter, pull server
+//!   ├ state (Mutex): heap aggregate, CPU windows (one per consumer)
+//!   ├ symbolizer thread (blazesym, !Send, on its own thread)
+//!   │ heap_profile(): scan live blocks, drain, attribute ─► symbolize ─► Profile
+//!   └ cpu_profile_of(window): drain, take the window ─► symbolize ─► Profile
+//! ```
+//!
+//! Symbolization runs outside the aggregate lock, so the drainer keeps
+//! emptying the rings while a profile is built.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::aggregate::{CpuKey, HeapKey, InUse};
+use crate::assemble::{DROPPED_FRAME, Header, RawSample};
+use crate::builder::ProfilerBuilder;
+use crate::drain::{HeapBaseline, State, USER_WINDOW, WindowId, lock};
+use crate::error::Error;
+use crate::profile::{Label, LabelValue, Profile, ProfileKind, ValueType};
+use crate::profiler::Stats;
+use crate::symbolize_thread::{Job, SymbolizeThread};
+
+/// What the profiler's threads share.
+pub(crate) struct Session {
+    pub config: ProfilerBuilder,
+    pub state: Mutex<State>,
+    pub started: (SystemTime, Instant),
+    /// Set to end the drainer.
+    pub stopping: AtomicBool,
+    /// Set once the samplers are stopped (by `duration` or `stop()`).
+    pub sampling_stopped: AtomicBool,
+    /// The CPU sampling period in nanoseconds.
+    pub cpu_period: i64,
+    symbolizer: SymbolizeThread,
+    /// The process that started the session: in a forked child its threads
+    /// and locks are not there.
+    pid: u32,
+}
+
+impl Session {
+    pub(crate) fn new(config: ProfilerBuilder, symbolizer: SymbolizeThread) -> Self {
+        Self {
+            cpu_period: lowprof_sampler::period_nanos(config.cpu_hz),
+            config,
+            state: Mutex::new(State::new()),
+            started: (SystemTime::now(), Instant::now()),
+            stopping: AtomicBool::new(false),
+            sampling_stopped: AtomicBool::new(false),
+            symbolizer,
+            pid: std::process::id(),
+        }
+    }
+
+    /// Stops both samplers (idempotent). Blocks sampled so far stay tracked.
+    pub(crate) fn stop_sampling(&self) {
+        if self.sampling_stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if self.config.heap {
+            lowprof_alloc::stop();
+        }
+        if self.config.cpu_hz > 0 {
+            lowprof_sampler::stop();
+        }
+    }
+
+    /// Whether this is a forked child of the process that started the session.
+    pub(crate) fn in_forked_child(&self) -> bool {
+        std::process::id() != self.pid
+    }
+
+    fn symbolizer(&self) -> Result<&SymbolizeThread, Error> {
+        if self.in_forked_child() {
+            return Err(Error::ForkedChild);
+        }
+        Ok(&self.symbolizer)
+    }
+
+    /// The heap profile now: Go's `alloc_objects`, `alloc_space` (since the
+    /// profiler started) and `inuse_objects`, `inuse_space` (blocks live at
+    /// this moment), unbiased per sample.
+    pub(crate) fn heap_profile(&self) -> Result<Profile, Error> {
+        self.symbolizer()?;
+        let config = &self.config;
+        if !config.heap {
+            return Err(Error::HeapDisabled);
+        }
+        if !lowprof_alloc::is_installed() {
+            return Err(Error::HeapNotInstalled);
+        }
+        let (in_use, baseline) = self.in_use_now(config.cpu_hz > 0);
+        let (stacks, values) = {
+            let state = lock(&self.state);
+            let mut by_stack: hashbrown::HashMap<HeapKey, [f64; 4]> = hashbrown::HashMap::new();
+            for (&s, e) in &state.heap.alloc {
+                let v = by_stack.entry(s).or_default();
+                v[0] += e.objects;
+                v[1] += e.bytes;
+            }
+            for (&s, e) in &in_use.by_stack {
+                let v = by_stack.entry(s).or_default();
+                v[2] += e.objects;
+                v[3] += e.bytes;
+            }
+            let mut keys: Vec<(HeapKey, [f64; 4])> = by_stack.into_iter().collect();
+            keys.sort_unstable_by_key(|(k, _)| (k.stack, k.size));
+            let mut stacks = Vec::with_capacity(keys.len());
+            let mut values = Vec::with_capacity(keys.len());
+            for (key, v) in keys {
+                stacks.push((state.heap.stacks.get(key.stack).to_vec(), key.size));
+                values.push(v.map(round));
+            }
+            (stacks, values)
+        };
+        let stats = lowprof_alloc::stats();
+        let dropped = [
+            stats.dropped_alloc_objects - baseline.dropped_objects,
+            stats.dropped_alloc_bytes.saturating_sub(baseline.dropped_bytes) as f64,
+            in_use.lost.objects,
+            in_use.lost.bytes,
+        ]
+        .map(round);
+        let samples: Vec<RawSample> = stacks
+            .into_iter()
+            .zip(values)
+            .map(|((frames, size), v)| RawSample {
+                frames,
+                leaf_is_pc: false,
+                values: v.to_vec(),
+                labels: vec![Label {
+                    key: "bytes".into(),
+                    value: LabelValue::Num { value: size as i64, unit: "bytes".into() },
+                }],
+            })
+            .collect();
+        let synthetic: Vec<(&'static str, Vec<i64>)> = if dropped.iter().any(|&v| v != 0) {
+            vec![(DROPPED_FRAME, dropped.to_vec())]
+        } else {
+            vec![]
+        };
+        let header = Header {
+            kind: ProfileKind::Heap,
+            sample_types: vec![
+                ValueType::new("alloc_objects", "count"),
+                ValueType::new("alloc_space", "bytes"),
+                ValueType::new("inuse_objects", "count"),
+                ValueType::new("inuse_space", "bytes"),
+            ],
+            default_sample_type: Some(3),
+            period_type: ValueType::new("space", "bytes"),
+            period: stats.interval as i64,
+            start: self.started.0,
+            duration: self.started.1.elapsed(),
+            comments: heap_comments(&stats, &in_use),
+        };
+        self.symbolizer()?.build(Job { header, samples, synthetic, trim_allocator: true })
+    }
+
+    /// The sampled blocks live now, attributed to their stacks: scan the
+    /// region first, then drain, so every block seen has had the chance to
+    /// deliver its record; give records still in flight a second chance.
+    fn in_use_now(&self, cpu: bool) -> (InUse, HeapBaseline) {
+        let mut live = Vec::new();
+        let mut in_use = InUse::default();
+        let (epoch, baseline, mut unmatched) = {
+            let mut state = lock(&self.state);
+            let epoch = state.heap.begin_snapshot();
+            lowprof_alloc::for_each_live(|block| live.push(block));
+            state.drain(true, cpu);
+            let unmatched = state.heap.attribute(&live, &mut in_use);
+            (epoch, state.heap_baseline, unmatched)
+        };
+        // Blocks from an earlier session will never get a record here.
+        unmatched.retain(|b| {
+            let earlier = b.sample_id < baseline.first_sample_id;
+            if earlier {
+                in_use.earlier.add(b.weight, b.size);
+            }
+            !earlier
+        });
+        if !unmatched.is_empty() {
+            // A record is pushed right after its block is published: a
+            // moment later it is in the rings.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            let mut state = lock(&self.state);
+            state.drain(true, cpu);
+            unmatched = state.heap.attribute(&unmatched, &mut in_use);
+        }
+        for b in &unmatched {
+            in_use.pending.add(b.weight, b.size);
+        }
+        lock(&self.state).heap.prune(&live, epoch);
+        (in_use, baseline)
+    }
+
+    /// The CPU profile of window `window` since it was opened or last taken:
+    /// `samples/count` and `cpu/nanoseconds`, labelled with `thread_id` and
+    /// `thread_name`.
+    pub(crate) fn cpu_profile_of(&self, window: WindowId) -> Result<Profile, Error> {
+        self.symbolizer()?;
+        let config = &self.config;
+        if config.cpu_hz == 0 {
+            return Err(Error::CpuDisabled);
+        }
+        let taken = {
+            let mut state = lock(&self.state);
+            state.drain(config.heap, true);
+            state.take_window(window).ok_or(Error::CpuDisabled)?
+        };
+        let dropped = taken.dropped_periods;
+        let period = self.cpu_period;
+        let mut rows: Vec<(&CpuKey, &u64)> = taken.agg.periods.iter().collect();
+        rows.sort_unstable_by_key(|(k, _)| (k.stack, k.thread));
+        let samples: Vec<RawSample> = rows
+            .into_iter()
+            .map(|(key, &periods)| RawSample {
+                frames: taken.agg.stacks.get(key.stack).to_vec(),
+                leaf_is_pc: true,
+                values: vec![periods as i64, (periods as i64).saturating_mul(period)],
+                labels: thread_labels(key.thread),
+            })
+            .collect();
+        let synthetic: Vec<(&'static str, Vec<i64>)> = if dropped > 0 {
+            vec![(DROPPED_FRAME, vec![dropped as i64, (dropped as i64).saturating_mul(period)])]
+        } else {
+            vec![]
+        };
+        let header = Header {
+            kind: ProfileKind::Cpu,
+            sample_types: vec![
+                ValueType::new("samples", "count"),
+                ValueType::new("cpu", "nanoseconds"),
+            ],
+            default_sample_type: Some(1),
+            period_type: ValueType::new("cpu", "nanoseconds"),
+            period,
+            start: taken.start.0,
+            duration: taken.end.1.duration_since(taken.start.1),
+            comments: vec![format!(
+                "lowprof {}: cpu at {} Hz, {} sampling periods dropped in this window (in lowprof::dropped)",
+                env!("CARGO_PKG_VERSION"),
+                config.cpu_hz,
+                dropped
+            )],
+        };
+        // The window's samples carry their thread names now: names of
+        // threads that have exited can go (the cache would grow forever).
+        lowprof_sampler::forget_exited_threads();
+        self.symbolizer()?.build(Job { header, samples, synthetic, trim_allocator: false })
+    }
+
+    /// The CPU profile of the next `duration` (blocks that long), in a window
+    /// of its own: other consumers' windows are not disturbed.
+    pub(crate) fn cpu_for(&self, duration: Duration) -> Result<Profile, Error> {
+        if self.config.cpu_hz == 0 {
+            return Err(Error::CpuDisabled);
+        }
+        let window = lock(&self.state).open_window();
+        std::thread::sleep(duration);
+        let profile = self.cpu_profile_of(window);
+        lock(&self.state).close_window(window);
+        profile
+    }
+
+    /// The user's CPU window.
+    pub(crate) fn cpu_profile(&self) -> Result<Profile, Error> {
+        self.cpu_profile_of(USER_WINDOW)
+    }
+
+    /// Current counters.
+    pub(crate) fn stats(&self) -> Stats {
+        let state = lock(&self.state);
+        Stats {
+            heap: lowprof_alloc::stats(),
+            cpu: lowprof_sampler::stats(),
+            records_drained: state.records,
+            heap_stacks: state.heap.stacks.len(),
+            cpu_stacks: state.cpu_stacks(),
+            sampling_stopped: self.sampling_stopped.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// The notes a heap profile carries: what was sampled and what was lost,
+/// and a hint when stacks are missing.
+fn heap_comments(stats: &lowprof_alloc::HeapStats, in_use: &InUse) -> Vec<String> {
+    let mut comments = vec![format!(
+        "lowprof {}: heap, {} samples, {} dropped (counted in {}), {} untracked",
+        env!("CARGO_PKG_VERSION"),
+        stats.samples,
+        stats.dropped_samples,
+        DROPPED_FRAME,
+        stats.untracked_samples
+    )];
+    if in_use.pending.objects > 0.0 {
+        comments.push(format!(
+            "{:.0} bytes of blocks sampled during this snapshot are not in inuse_space yet (their records were \
+             still in flight)",
+            in_use.pending.bytes
+        ));
+    }
+    if in_use.earlier.objects > 0.0 {
+        comments.push(format!(
+            "{:.0} bytes still live from an earlier profiler session are not in inuse_space",
+            in_use.earlier.bytes
+        ));
+    }
+    if stats.samples_without_stack > 0 {
+        comments.push(format!(
+            "{} of {} samples have no stack: build with RUSTFLAGS=\"-C force-frame-pointers=yes\" \
+             (or [build] rustflags in .cargo/config.toml)",
+            stats.samples_without_stack, stats.samples
+        ));
+    }
+    comments
+}
+
+fn thread_labels(tid: u64) -> Vec<Label> {
+    let mut labels = vec![Label {
+        key: "thread_id".into(),
+        value: LabelValue::Num { value: tid as i64, unit: String::new() },
+    }];
+    if let Some(name) = lowprof_sampler::thread_name(tid) {
+        labels.push(Label { key: "thread_name".into(), value: LabelValue::Str(name) });
+    }
+    labels
+}
+
+fn round(v: f64) -> i64 {
+    v.round() as i64
+}
