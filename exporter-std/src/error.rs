@@ -46,6 +46,55 @@ pub enum Error {
     /// This profiler was started by the parent of this forked process; its
     /// threads do not exist here, so it is off in the child.
     ForkedChild,
+    /// An OTLP export setting (a builder method or an `OTEL_*` environment
+    /// variable) has a value lowprof cannot use.
+    Config {
+        /// The environment variable (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`) or
+        /// builder method (e.g. `otlp_endpoint`) that holds the value.
+        setting: &'static str,
+        /// The offending value, or the offending part of it, shortened; never
+        /// a secret (header values and URL credentials are redacted).
+        value: String,
+        /// What is wrong with the value and what to change, e.g. `has no "=":
+        /// write key=value pairs separated by commas`.
+        fix: String,
+    },
+    /// The `/debug/pprof` endpoint could not listen on the address it was
+    /// given.
+    ServeBind {
+        /// The address asked for.
+        addr: String,
+        /// Why binding failed.
+        source: io::Error,
+    },
+    /// The `/debug/pprof` bearer token is empty, longer than 4096 bytes, or
+    /// has characters an `Authorization` header cannot carry (the token itself
+    /// is never shown).
+    InvalidBearerToken,
+    /// The directory for rotated profile files has no parent, is not a
+    /// directory, or is not writable.
+    ProfileDir {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+    /// A rotated profile file's name prefix is empty, too long, or has
+    /// characters other than ASCII letters, digits, `_`, `-` and `.`.
+    InvalidFilePrefix {
+        /// The prefix given.
+        prefix: String,
+    },
+    /// Rotated profile files were asked to keep 0 files.
+    InvalidKeep,
+    /// A new profile file was written, but an older one beyond `keep` could
+    /// not be deleted.
+    Rotate {
+        /// The file that is still there.
+        path: PathBuf,
+        /// Why deleting it failed.
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for Error {
@@ -90,6 +139,45 @@ impl fmt::Display for Error {
                 "the lowprof-symbolize thread failed while building this profile; it has been reset, ask again \
                  (please report this as a bug)",
             ),
+            Error::Config { setting, value, fix } => write!(f, "{setting}: {value:?} {fix}"),
+            Error::ServeBind { addr, source } => write!(
+                f,
+                "the /debug/pprof endpoint cannot listen on {addr}: {source}: give a free local `host:port` \
+                 such as 127.0.0.1:6060 (port 0 picks any free port)"
+            ),
+            Error::InvalidBearerToken => f.write_str(
+                "the /debug/pprof bearer token must be 1 to 4096 visible ASCII characters without spaces \
+                 (RFC 6750), such as a random hex or base64 string",
+            ),
+            Error::ProfileDir { path, source } => {
+                let fix = match source.kind() {
+                    io::ErrorKind::NotFound => {
+                        "create its parent directory first (lowprof creates only the last component)"
+                    }
+                    io::ErrorKind::NotADirectory | io::ErrorKind::AlreadyExists => {
+                        "something other than a directory is in the way: remove it or choose another directory"
+                    }
+                    io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+                        "make it writable by this process or choose a writable directory"
+                    }
+                    _ => "choose an existing, writable directory",
+                };
+                write!(f, "profile directory {}: {source}: {fix}", path.display())
+            }
+            Error::InvalidFilePrefix { prefix } => write!(
+                f,
+                "profile file prefix {prefix:?} is invalid: use 1 to 100 ASCII letters, digits, '_', '-' or \
+                 '.', not starting with '.' or '-' (such as \"heap\")"
+            ),
+            Error::InvalidKeep => {
+                f.write_str("keeping 0 rotated profile files would delete each one written: keep at least 1")
+            }
+            Error::Rotate { path, source } => write!(
+                f,
+                "deleting the old profile file {} (the new one was written): {source}: make the directory \
+                 writable by this process, or remove old files yourself",
+                path.display()
+            ),
         }
     }
 }
@@ -100,6 +188,9 @@ impl std::error::Error for Error {
             Error::Heap(e) => Some(e),
             Error::Cpu(e) => Some(e),
             Error::Io { source, .. } | Error::Spawn(source) => Some(source),
+            Error::ServeBind { source, .. }
+            | Error::ProfileDir { source, .. }
+            | Error::Rotate { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -1,0 +1,492 @@
+//! End-to-end tests of the exporter against a tiny in-test HTTP/1.1 server.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::http::{ExportProfilesPartialSuccess, ExportProfilesServiceResponse, RpcStatus};
+use super::*;
+use crate::config::{Compression, Secret};
+
+/// A canned answer.
+#[derive(Clone)]
+struct Canned {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+    delay: Duration,
+}
+
+impl Canned {
+    fn status(status: u16) -> Self {
+        Self { status, headers: Vec::new(), body: Vec::new(), delay: Duration::ZERO }
+    }
+    fn ok() -> Self {
+        Self::status(200)
+    }
+    fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.push((name, value.to_owned()));
+        self
+    }
+    fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+    fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+/// A request the server received.
+#[derive(Debug, Clone)]
+struct Recorded {
+    method: String,
+    path: String,
+    /// Lower-cased names.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Recorded {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+    /// The body, gunzipped if it says it is gzip.
+    fn decoded_body(&self) -> Vec<u8> {
+        if self.header("content-encoding") == Some("gzip") {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(self.body.as_slice()).read_to_end(&mut out).unwrap();
+            out
+        } else {
+            self.body.clone()
+        }
+    }
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 answering the n-th request with
+/// `script[n]` (the last entry repeats); one thread per connection.
+struct TestServer {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    fn start(script: Vec<Canned>) -> Self {
+        Self::on(TcpListener::bind("127.0.0.1:0").unwrap(), script)
+    }
+
+    fn on(listener: TcpListener, script: Vec<Canned>) -> Self {
+        assert!(!script.is_empty());
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s) = (Arc::clone(&requests), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let script = Arc::new(script);
+            let next = Arc::new(AtomicUsize::new(0));
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (r, script, next) =
+                            (Arc::clone(&r), Arc::clone(&script), Arc::clone(&next));
+                        std::thread::spawn(move || serve(stream, &r, &script, &next));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Self { addr, requests, stop, thread: Some(thread) }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/v1development/profiles", self.addr)
+    }
+
+    fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// Reads one request from `stream`, records it and answers it.
+fn serve(stream: TcpStream, log: &Mutex<Vec<Recorded>>, script: &[Canned], next: &AtomicUsize) {
+    stream.set_nonblocking(false).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let path = parts.next().unwrap_or_default().to_owned();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+            return;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+    }
+    let len: usize =
+        headers.iter().find(|(k, _)| k == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
+    let mut body = vec![0; len];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let canned = {
+        let mut log = log.lock().unwrap();
+        log.push(Recorded { method, path, headers, body });
+        let n = next.fetch_add(1, Ordering::SeqCst);
+        script[n.min(script.len() - 1)].clone()
+    };
+    std::thread::sleep(canned.delay);
+    let mut out = format!(
+        "HTTP/1.1 {} Canned\r\ncontent-length: {}\r\nconnection: close\r\n",
+        canned.status,
+        canned.body.len()
+    );
+    for (k, v) in &canned.headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    let mut stream = reader.into_inner();
+    let _ = stream.write_all(out.as_bytes());
+    let _ = stream.write_all(&canned.body);
+    let _ = stream.flush();
+}
+
+fn config(url: String) -> ExportConfig {
+    ExportConfig {
+        url,
+        headers: Vec::new(),
+        timeout: Some(Duration::from_secs(2)),
+        compression: Compression::Gzip,
+        service_name: None,
+        resource_attributes: Vec::new(),
+        export_interval: Duration::from_secs(60),
+    }
+}
+
+/// 50 ms initial wait, 1 s budget.
+fn fast() -> RetryPolicy {
+    RetryPolicy {
+        initial_interval: Duration::from_millis(50),
+        multiplier: 1.5,
+        randomization: 0.5,
+        max_interval: Duration::from_millis(200),
+        max_elapsed: Duration::from_secs(1),
+    }
+}
+
+fn start(config: ExportConfig, policy: RetryPolicy) -> HttpExporter {
+    HttpExporter::start_with(config, policy, false).unwrap()
+}
+
+/// A port with nothing listening on it (bound once, then released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn retry_after_503_then_200_delivers_exactly_once() {
+    let server =
+        TestServer::start(vec![Canned::status(503).header("Retry-After", "1"), Canned::ok()]);
+    let exporter =
+        start(config(server.url()), RetryPolicy { max_elapsed: Duration::from_secs(5), ..fast() });
+    let t = Instant::now();
+    exporter.submit(b"profile-1".to_vec());
+    assert!(exporter.flush(Duration::from_secs(5)));
+    // The 50 ms backoff was replaced by the server's 1 s.
+    assert!(t.elapsed() >= Duration::from_millis(950), "{:?}", t.elapsed());
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].decoded_body(), b"profile-1");
+    assert_eq!(requests[1].decoded_body(), b"profile-1");
+    let stats = exporter.stats();
+    assert_eq!(
+        (stats.requests_sent, stats.retries, stats.requests_failed, stats.rejected),
+        (1, 1, 0, 0)
+    );
+    assert_eq!(stats.bytes_sent, requests[1].body.len() as u64);
+    assert!(stats.last_error.as_deref().is_some_and(|e| e.contains("503")), "{stats:?}");
+}
+
+#[test]
+fn retry_after_http_date_in_the_past_retries_at_once() {
+    let server = TestServer::start(vec![
+        Canned::status(429).header("Retry-After", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        Canned::status(502),
+        Canned::status(504),
+        Canned::ok(),
+    ]);
+    let exporter =
+        start(config(server.url()), RetryPolicy { max_elapsed: Duration::from_secs(5), ..fast() });
+    exporter.submit(b"x".to_vec());
+    assert!(exporter.flush(Duration::from_secs(5)));
+    assert_eq!(server.requests().len(), 4);
+    let stats = exporter.stats();
+    assert_eq!((stats.requests_sent, stats.retries), (1, 3));
+}
+
+#[test]
+fn connection_refused_until_a_listener_appears() {
+    let port = free_port();
+    let policy = RetryPolicy { max_elapsed: Duration::from_secs(8), ..fast() };
+    let exporter = start(config(format!("http://127.0.0.1:{port}/v1development/profiles")), policy);
+    exporter.submit(b"late".to_vec());
+    std::thread::sleep(Duration::from_secs(1));
+    let stats = exporter.stats();
+    assert_eq!(stats.requests_sent, 0);
+    assert!(stats.retries >= 2, "{stats:?}");
+    assert!(stats.in_flight);
+    assert!(stats.last_error.as_deref().is_some_and(|e| e.contains("connection")), "{stats:?}");
+    let server =
+        TestServer::on(TcpListener::bind(("127.0.0.1", port)).unwrap(), vec![Canned::ok()]);
+    assert!(exporter.flush(Duration::from_secs(5)));
+    assert_eq!(server.requests().len(), 1);
+    assert_eq!(server.requests()[0].decoded_body(), b"late");
+    assert_eq!(exporter.stats().requests_sent, 1);
+}
+
+#[test]
+fn client_and_server_errors_are_rejected_not_retried() {
+    let long = format!("bad profile: {}", "x".repeat(500));
+    let status =
+        prost::Message::encode_to_vec(&RpcStatus { code: 3, message: "no samples".into() });
+    let server = TestServer::start(vec![
+        Canned::status(400).header("content-type", "text/plain").body(long),
+        Canned::status(500).header("content-type", "application/x-protobuf").body(status),
+        Canned::status(401),
+        Canned::status(307).header("location", "http://elsewhere/"),
+    ]);
+    let exporter = start(config(server.url()), fast());
+    exporter.submit(b"a".to_vec());
+    assert!(exporter.flush(Duration::from_secs(5)));
+    let e = exporter.stats().last_error.unwrap();
+    assert!(e.contains("HTTP 400: bad profile: xxx"), "{e}");
+    assert!(e.len() < 260, "only the start of the body is kept: {e}");
+    exporter.submit(b"b".to_vec());
+    assert!(exporter.flush(Duration::from_secs(5)));
+    let e = exporter.stats().last_error.unwrap();
+    assert!(e.contains("HTTP 500: no samples"), "{e}");
+    exporter.submit(b"c".to_vec());
+    exporter.submit(b"d".to_vec());
+    assert!(exporter.flush(Duration::from_secs(5)));
+    let stats = exporter.stats();
+    assert!(
+        stats.last_error.as_deref().is_some_and(|e| e.contains("307") && e.contains("redirect"))
+    );
+    assert_eq!(server.requests().len(), 4);
+    assert_eq!(
+        (stats.rejected, stats.retries, stats.requests_sent, stats.requests_failed),
+        (4, 0, 0, 0)
+    );
+}
+
+#[test]
+fn partial_success_is_counted_not_retried() {
+    let answer = prost::Message::encode_to_vec(&ExportProfilesServiceResponse {
+        partial_success: Some(ExportProfilesPartialSuccess {
+            rejected_profiles: 3,
+            error_message: "profiles too old".into(),
+        }),
+    });
+    let server = TestServer::start(vec![
+        Canned::ok().header("content-type", "application/x-protobuf").body(answer),
+        // An empty partial_success is a full success.
+        Canned::ok().header("content-type", "application/x-protobuf").body(
+            prost::Message::encode_to_vec(&ExportProfilesServiceResponse {
+                partial_success: Some(ExportProfilesPartialSuccess::default()),
+            }),
+        ),
+    ]);
+    let exporter = start(config(server.url()), fast());
+    exporter.submit(b"p".to_vec());
+    exporter.submit(b"q".to_vec());
+    assert!(exporter.flush(Duration::from_secs(5)));
+    assert_eq!(server.requests().len(), 2);
+    let stats = exporter.stats();
+    assert_eq!((stats.requests_sent, stats.partial_successes, stats.rejected_profiles), (2, 1, 3));
+    assert_eq!((stats.retries, stats.rejected), (0, 0));
+    let e = stats.last_error.unwrap();
+    assert!(e.contains("3 profile(s) rejected: profiles too old"), "{e}");
+}
+
+#[test]
+fn slow_server_times_out_and_is_retried() {
+    let server =
+        TestServer::start(vec![Canned::ok().delay(Duration::from_millis(1500)), Canned::ok()]);
+    let exporter = start(
+        ExportConfig { timeout: Some(Duration::from_millis(300)), ..config(server.url()) },
+        RetryPolicy { max_elapsed: Duration::from_secs(5), ..fast() },
+    );
+    let t = Instant::now();
+    exporter.submit(b"slow".to_vec());
+    assert!(exporter.flush(Duration::from_secs(5)));
+    assert!(
+        t.elapsed() < Duration::from_millis(1400),
+        "did not wait for the slow answer: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(server.requests().len(), 2);
+    let stats = exporter.stats();
+    assert_eq!((stats.requests_sent, stats.retries), (1, 1));
+    assert!(stats.last_error.as_deref().is_some_and(|e| e.contains("timeout")), "{stats:?}");
+}
+
+#[test]
+fn retry_budget_runs_out() {
+    let server = TestServer::start(vec![Canned::status(503)]);
+    let exporter = start(
+        config(server.url()),
+        RetryPolicy { max_elapsed: Duration::from_millis(400), ..fast() },
+    );
+    exporter.submit(b"doomed".to_vec());
+    assert!(exporter.flush(Duration::from_secs(5)));
+    let stats = exporter.stats();
+    assert_eq!((stats.requests_failed, stats.requests_sent), (1, 0));
+    assert!(stats.retries >= 2, "{stats:?}");
+    assert_eq!(server.requests().len() as u64, stats.retries + 1);
+    let e = stats.last_error.unwrap();
+    assert!(e.contains("gave up") && e.contains("HTTP 503"), "{e}");
+}
+
+#[test]
+fn gzip_body_and_headers_arrive() {
+    let server = TestServer::start(vec![Canned::ok()]);
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let mut cfg = config(server.url());
+    cfg.headers = vec![
+        ("authorization".into(), Secret::new("Bearer s3cret".into())),
+        ("x-scope-orgid".into(), Secret::new("tenant-1".into())),
+    ];
+    let exporter = start(cfg.clone(), fast());
+    exporter.submit(payload.clone());
+    assert!(exporter.flush(Duration::from_secs(5)));
+    let r = &server.requests()[0];
+    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/v1development/profiles"));
+    assert_eq!(r.header("content-type"), Some("application/x-protobuf"));
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(r.header("authorization"), Some("Bearer s3cret"));
+    assert_eq!(r.header("x-scope-orgid"), Some("tenant-1"));
+    assert_eq!(r.header("user-agent"), Some(concat!("lowprof/", env!("CARGO_PKG_VERSION"))));
+    assert!(r.body.len() < payload.len() / 10, "compressed: {}", r.body.len());
+    assert_eq!(r.decoded_body(), payload);
+    assert_eq!(exporter.stats().bytes_sent, r.body.len() as u64);
+    drop(exporter);
+
+    // Uncompressed.
+    let exporter = start(ExportConfig { compression: Compression::None, ..cfg }, fast());
+    exporter.submit(payload.clone());
+    assert!(exporter.flush(Duration::from_secs(5)));
+    let r = &server.requests()[1];
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.body, payload);
+}
+
+#[test]
+fn queue_overflow_drops_the_oldest() {
+    let server =
+        TestServer::start(vec![Canned::ok().delay(Duration::from_millis(400)), Canned::ok()]);
+    let exporter = start(config(server.url()), fast());
+    exporter.submit(vec![0]);
+    // Wait until request 0 is in flight, so the queue is empty.
+    let t = Instant::now();
+    while !exporter.stats().in_flight {
+        assert!(t.elapsed() < Duration::from_secs(2));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for i in 1..=20u8 {
+        exporter.submit(vec![i]);
+    }
+    let stats = exporter.stats();
+    assert_eq!((stats.queued, stats.dropped_queue_full), (MAX_QUEUED_REQUESTS, 4));
+    assert!(stats.last_error.as_deref().is_some_and(|e| e.contains("queue full")));
+    assert!(exporter.flush(Duration::from_secs(5)));
+    let bodies: Vec<u8> = server.requests().iter().map(|r| r.decoded_body()[0]).collect();
+    let expected: Vec<u8> = std::iter::once(0).chain(5..=20).collect();
+    assert_eq!(bodies, expected, "in order, oldest dropped");
+    let stats = exporter.stats();
+    assert_eq!((stats.requests_sent, stats.queued, stats.in_flight), (17, 0, false));
+}
+
+#[test]
+fn oversized_request_is_dropped_and_counted() {
+    let server = TestServer::start(vec![Canned::ok()]);
+    let exporter = start(config(server.url()), fast());
+    exporter.submit(vec![0; MAX_QUEUED_BYTES + 1]);
+    assert!(exporter.flush(Duration::from_secs(1)));
+    let stats = exporter.stats();
+    assert_eq!((stats.dropped_queue_full, stats.requests_sent), (1, 0));
+    assert!(stats.last_error.unwrap().contains("larger than the export queue"));
+    assert!(server.requests().is_empty());
+}
+
+#[test]
+fn flush_times_out_then_completes() {
+    let server = TestServer::start(vec![Canned::ok().delay(Duration::from_millis(600))]);
+    let exporter = start(config(server.url()), fast());
+    assert!(exporter.flush(Duration::from_millis(10)), "nothing queued: done at once");
+    exporter.submit(b"f".to_vec());
+    let t = Instant::now();
+    assert!(!exporter.flush(Duration::from_millis(100)));
+    assert!(t.elapsed() < Duration::from_millis(400));
+    assert!(exporter.flush(Duration::from_secs(5)));
+    assert_eq!(exporter.stats().requests_sent, 1);
+}
+
+#[test]
+fn drop_is_prompt_while_the_endpoint_is_down() {
+    let port = free_port();
+    // Collector defaults: the first retry waits 2.5..7.5 s.
+    let exporter = HttpExporter::start_with(
+        config(format!("http://127.0.0.1:{port}/v1development/profiles")),
+        RetryPolicy::default(),
+        false,
+    )
+    .unwrap();
+    exporter.submit(b"never".to_vec());
+    let t = Instant::now();
+    drop(exporter);
+    let took = t.elapsed();
+    assert!(
+        took >= DROP_FLUSH_TIMEOUT && took < DROP_FLUSH_TIMEOUT + Duration::from_secs(1),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn debug_never_shows_header_values() {
+    let server = TestServer::start(vec![Canned::ok()]);
+    let mut cfg = config(server.url());
+    cfg.headers = vec![("authorization".into(), Secret::new("Bearer hunter2-secret".into()))];
+    let shown = format!("{cfg:?} {cfg:#?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("authorization") && shown.contains("<redacted>"), "{shown}");
+    let exporter = start(cfg, fast());
+    let shown = format!("{exporter:?} {exporter:#?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("authorization") && shown.contains("<redacted>"), "{shown}");
+}
