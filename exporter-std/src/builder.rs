@@ -1,10 +1,12 @@
 //! `Profiler::builder()`: what to sample and how often, validated at
 //! `start()` with errors that state the valid range.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use lowprof_sampler::TimerMode;
 
+use crate::config::OtlpSettings;
 use crate::error::Error;
 use crate::profiler::Profiler;
 
@@ -16,8 +18,11 @@ use crate::profiler::Profiler;
 /// full and a new thread waits at most this long for its CPU timer.
 pub const DEFAULT_DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 
+/// Files of each kind `write_dir` keeps by default.
+pub const DEFAULT_KEEP_FILES: usize = 10;
+
 /// Configures and starts a [`Profiler`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use = "a builder does nothing until .start()"]
 pub struct ProfilerBuilder {
     pub(crate) heap: bool,
@@ -26,6 +31,32 @@ pub struct ProfilerBuilder {
     pub(crate) cpu_timer: TimerMode,
     pub(crate) duration: Option<Duration>,
     pub(crate) drain_interval: Duration,
+    pub(crate) otlp: OtlpSettings,
+    pub(crate) serve_addr: Option<String>,
+    pub(crate) serve_token: Option<String>,
+    pub(crate) write_dir: Option<PathBuf>,
+    pub(crate) keep_files: usize,
+}
+
+impl std::fmt::Debug for ProfilerBuilder {
+    /// Header values and the serve token are secrets: only their keys, or
+    /// that they are set, are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProfilerBuilder")
+            .field("heap", &self.heap)
+            .field("heap_interval", &self.heap_interval)
+            .field("cpu_hz", &self.cpu_hz)
+            .field("cpu_timer", &self.cpu_timer)
+            .field("duration", &self.duration)
+            .field("drain_interval", &self.drain_interval)
+            // Redacts header values and URL credentials.
+            .field("otlp", &self.otlp)
+            .field("serve_pprof", &self.serve_addr)
+            .field("serve_token", &self.serve_token.as_ref().map(|_| "<redacted>"))
+            .field("write_dir", &self.write_dir)
+            .field("keep_files", &self.keep_files)
+            .finish()
+    }
 }
 
 impl Default for ProfilerBuilder {
@@ -37,6 +68,11 @@ impl Default for ProfilerBuilder {
             cpu_timer: TimerMode::PerThread,
             duration: None,
             drain_interval: DEFAULT_DRAIN_INTERVAL,
+            otlp: OtlpSettings::default(),
+            serve_addr: None,
+            serve_token: None,
+            write_dir: None,
+            keep_files: DEFAULT_KEEP_FILES,
         }
     }
 }
@@ -83,6 +119,73 @@ impl ProfilerBuilder {
         self
     }
 
+    /// Sends OTLP profiles to `url` every export interval: a base URL such
+    /// as `http://collector:4318` gets `/v1development/profiles` appended, a
+    /// URL with a path is used as is. Overrides `OTEL_EXPORTER_OTLP_*ENDPOINT`.
+    pub fn otlp_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.otlp.endpoint = Some(url.into());
+        self
+    }
+
+    /// Adds an HTTP header to every export request (an auth token, say).
+    /// The value is a secret: it never appears in `Debug` output or errors.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.otlp.headers.push((key.into(), value.into()));
+        self
+    }
+
+    /// Per-request timeout for OTLP export (default 10 s; zero = none).
+    pub fn otlp_timeout(mut self, timeout: Duration) -> Self {
+        self.otlp.timeout = Some(timeout);
+        self
+    }
+
+    /// `"gzip"` (the default) or `"none"`.
+    pub fn otlp_compression(mut self, compression: impl Into<String>) -> Self {
+        self.otlp.compression = Some(compression.into());
+        self
+    }
+
+    /// The `service.name` resource attribute (default: `OTEL_SERVICE_NAME`,
+    /// else `unknown_service:<executable>`).
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.otlp.service_name = Some(name.into());
+        self
+    }
+
+    /// How often profiles are exported or written (default 60 s).
+    pub fn export_interval(mut self, interval: Duration) -> Self {
+        self.otlp.export_interval = Some(interval);
+        self
+    }
+
+    /// Serves Go's `/debug/pprof/{profile,heap,allocs}` on `addr` (such as
+    /// `"127.0.0.1:6060"`). Bind loopback unless you mean to expose your
+    /// profiles; see [`ProfilerBuilder::serve_token`].
+    pub fn serve_pprof(mut self, addr: impl Into<String>) -> Self {
+        self.serve_addr = Some(addr.into());
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on the pull endpoint.
+    pub fn serve_token(mut self, token: impl Into<String>) -> Self {
+        self.serve_token = Some(token.into());
+        self
+    }
+
+    /// Writes `heap-*.pb.gz` and `cpu-*.pb.gz` into `dir` every export
+    /// interval, keeping the newest [`ProfilerBuilder::keep_files`] of each.
+    pub fn write_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.write_dir = Some(dir.into());
+        self
+    }
+
+    /// How many files of each kind `write_dir` keeps (default 10, at least 1).
+    pub fn keep_files(mut self, n: usize) -> Self {
+        self.keep_files = n.max(1);
+        self
+    }
+
     /// Checks the configuration.
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if let Some(bytes) = self.heap_interval {
@@ -93,6 +196,16 @@ impl ProfilerBuilder {
             && !(lowprof_sampler::MIN_HZ..=lowprof_sampler::MAX_HZ).contains(&self.cpu_hz)
         {
             return Err(Error::InvalidCpuHz { hz: self.cpu_hz });
+        }
+        // Checked here too because files may be written without OTLP export.
+        if let Some(interval) = self.otlp.export_interval {
+            if interval.is_zero() || interval > Duration::from_secs(24 * 3600) {
+                return Err(Error::Config {
+                    setting: "export_interval",
+                    value: format!("{interval:?}"),
+                    fix: "use an interval above zero and at most 24 hours (default 60 s)".into(),
+                });
+            }
         }
         Ok(())
     }
@@ -117,6 +230,8 @@ mod tests {
         let e = ProfilerBuilder::default().cpu_hz(5000).validate().unwrap_err();
         assert!(e.to_string().contains("1..=1000"), "{e}");
         ProfilerBuilder::default().cpu_hz(0).heap_interval(1).validate().unwrap();
+        let e = ProfilerBuilder::default().export_interval(Duration::ZERO).validate().unwrap_err();
+        assert!(e.to_string().contains("export_interval"), "{e}");
         ProfilerBuilder::default().cpu_hz(1000).heap_interval(1 << 40).validate().unwrap();
     }
 }

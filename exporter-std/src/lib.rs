@@ -48,6 +48,7 @@ pub mod flamegraph;
 pub mod maps;
 pub mod otlp;
 mod output;
+mod periodic;
 pub mod pprof;
 pub mod profile;
 mod profiler;
@@ -58,13 +59,15 @@ pub mod symbolize;
 mod symbolize_thread;
 
 pub use assemble::DROPPED_FRAME;
-pub use builder::{DEFAULT_DRAIN_INTERVAL, ProfilerBuilder};
+pub use builder::{DEFAULT_DRAIN_INTERVAL, DEFAULT_KEEP_FILES, ProfilerBuilder};
 pub use error::Error;
+pub use export::ExportStats;
 pub use lowprof_alloc::{HeapStats, SampledAlloc};
 pub use lowprof_sampler::{Stats as CpuStats, TimerMode};
 pub use output::TopEntry;
+pub use periodic::FileStats;
 pub use profile::Profile;
-pub use profiler::{Profiler, Report, Stats};
+pub use profiler::{DEFAULT_EXPORT_INTERVAL, Profiler, Report, STOP_FLUSH_TIMEOUT, Stats};
 
 /// The repository README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

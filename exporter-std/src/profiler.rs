@@ -11,12 +11,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
+use std::time::Duration;
+
 use crate::builder::ProfilerBuilder;
+use crate::config::{self, ExportConfig};
 use crate::drain;
 use crate::error::Error;
+use crate::export::{ExportStats, HttpExporter};
+use crate::files::RotatingWriter;
+use crate::otlp;
+use crate::periodic::{FileStats, Outputs, Periodic};
 use crate::profile::Profile;
+#[cfg(feature = "serve")]
+use crate::serve::PprofServer;
 use crate::session::Session;
 use crate::symbolize_thread::SymbolizeThread;
+
+/// Default time between two exports or file writes.
+pub const DEFAULT_EXPORT_INTERVAL: Duration = Duration::from_secs(60);
+/// How long `stop()` waits for queued OTLP requests to be delivered.
+pub const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One profiler per process.
 static RUNNING: AtomicBool = AtomicBool::new(false);
@@ -26,6 +40,33 @@ static RUNNING: AtomicBool = AtomicBool::new(false);
 pub struct Profiler {
     session: Option<Arc<Session>>,
     drainer: Option<JoinHandle<()>>,
+    periodic: Option<Periodic>,
+    #[cfg(feature = "serve")]
+    server: Option<PprofServer>,
+}
+
+/// What `start()` resolved and opened before any sampler runs, so that a bad
+/// setting fails cleanly with nothing to undo.
+struct Outlets {
+    export: Option<ExportConfig>,
+    files: Option<RotatingWriter>,
+    interval: Duration,
+}
+
+impl Outlets {
+    fn resolve(config: &ProfilerBuilder) -> Result<Self, Error> {
+        let export = config::resolve(&config.otlp, &|key| std::env::var(key).ok())?;
+        let files = match &config.write_dir {
+            Some(dir) => Some(RotatingWriter::new(dir.clone(), config.keep_files)?),
+            None => None,
+        };
+        let interval = export
+            .as_ref()
+            .map(|e| e.export_interval)
+            .or(config.otlp.export_interval)
+            .unwrap_or(DEFAULT_EXPORT_INTERVAL);
+        Ok(Self { export, files, interval })
+    }
 }
 
 /// The final profiles returned by [`Profiler::stop`].
@@ -56,6 +97,10 @@ pub struct Stats {
     pub cpu_stacks: usize,
     /// Whether sampling has stopped (by `duration`).
     pub sampling_stopped: bool,
+    /// OTLP export counters, if OTLP export is on.
+    pub export: Option<ExportStats>,
+    /// File output counters, if `write_dir` is set.
+    pub files: Option<FileStats>,
 }
 
 impl Profiler {
@@ -79,6 +124,7 @@ impl Profiler {
     }
 
     fn start_running(config: ProfilerBuilder) -> Result<Profiler, Error> {
+        let outlets = Outlets::resolve(&config)?;
         if config.heap {
             // Any allocation through a `SampledAlloc` marks it installed;
             // make sure this thread has made one.
@@ -105,13 +151,42 @@ impl Profiler {
         let drainer = std::thread::Builder::new()
             .name("lowprof-drain".into())
             .spawn(move || drain::run(for_thread));
-        match drainer {
-            Ok(handle) => Ok(Profiler { session: Some(session), drainer: Some(handle) }),
+        let mut profiler = match drainer {
+            Ok(handle) => Profiler {
+                session: Some(Arc::clone(&session)),
+                drainer: Some(handle),
+                periodic: None,
+                #[cfg(feature = "serve")]
+                server: None,
+            },
             Err(e) => {
                 session.stop_sampling();
-                Err(Error::Spawn(e))
+                return Err(Error::Spawn(e));
             }
+        };
+        // From here a failure drops `profiler`, which stops everything.
+        #[cfg(feature = "serve")]
+        if let Some(addr) = &session.config.serve_addr {
+            let source: Arc<dyn crate::serve::ProfileSource> = Arc::clone(&session) as _;
+            profiler.server =
+                Some(PprofServer::start(addr, session.config.serve_token.clone(), source)?);
         }
+        let otlp = match outlets.export {
+            Some(export) => {
+                let resource = otlp::detect_resource(
+                    export.service_name.as_deref(),
+                    &export.resource_attributes,
+                );
+                Some((HttpExporter::start(export)?, resource))
+            }
+            None => None,
+        };
+        if otlp.is_some() || outlets.files.is_some() {
+            let outputs = Outputs { otlp, files: outlets.files };
+            profiler.periodic =
+                Some(Periodic::start(Arc::clone(&session), outlets.interval, outputs)?);
+        }
+        Ok(profiler)
     }
 
     fn session(&self) -> Result<&Arc<Session>, Error> {
@@ -136,8 +211,30 @@ impl Profiler {
         self.session()?.cpu_profile()
     }
 
+    /// The address the `/debug/pprof` endpoint listens on, if it runs (useful
+    /// with port 0).
+    pub fn pprof_addr(&self) -> Option<std::net::SocketAddr> {
+        #[cfg(feature = "serve")]
+        {
+            self.server.as_ref().map(PprofServer::local_addr)
+        }
+        #[cfg(not(feature = "serve"))]
+        {
+            None
+        }
+    }
+
     /// Current counters.
     pub fn stats(&self) -> Stats {
+        let mut stats = self.session_stats();
+        if let Some(periodic) = &self.periodic {
+            stats.export = periodic.export_stats();
+            stats.files = periodic.file_stats();
+        }
+        stats
+    }
+
+    fn session_stats(&self) -> Stats {
         match &self.session {
             Some(s) => s.stats(),
             // Abandoned in a forked child: the process-wide counters only.
@@ -148,13 +245,24 @@ impl Profiler {
                 heap_stacks: 0,
                 cpu_stacks: 0,
                 sampling_stopped: true,
+                export: None,
+                files: None,
             },
         }
     }
 
-    /// Stops profiling and returns the final profiles.
+    /// Stops profiling and returns the final profiles. Configured outputs
+    /// get one last export first (OTLP waits up to 5 s for delivery).
     pub fn stop(mut self) -> Result<Report, Error> {
         let session = Arc::clone(self.session()?);
+        // Counters after the final export round and its flush.
+        let (export, files) = match self.periodic.take() {
+            Some(periodic) => {
+                let last = periodic.stop(STOP_FLUSH_TIMEOUT);
+                (last.export, last.files)
+            }
+            None => (None, None),
+        };
         self.shutdown();
         let config = &session.config;
         let heap = if config.heap && lowprof_alloc::is_installed() {
@@ -163,7 +271,10 @@ impl Profiler {
             None
         };
         let cpu = if config.cpu_hz > 0 { Some(session.cpu_profile()?) } else { None };
-        Ok(Report { heap, cpu, stats: session.stats() })
+        let mut stats = session.stats();
+        stats.export = export;
+        stats.files = files;
+        Ok(Report { heap, cpu, stats })
     }
 
     /// In a forked child the drainer and symbolizer threads do not exist and
@@ -172,6 +283,13 @@ impl Profiler {
     /// the rest alone, never joining or locking.
     fn abandon_in_child(&mut self) {
         lowprof_alloc::stop();
+        if let Some(periodic) = self.periodic.take() {
+            std::mem::forget(periodic);
+        }
+        #[cfg(feature = "serve")]
+        if let Some(server) = self.server.take() {
+            std::mem::forget(server);
+        }
         if let Some(drainer) = self.drainer.take() {
             std::mem::forget(drainer);
         }
@@ -181,13 +299,18 @@ impl Profiler {
         }
     }
 
-    /// Stops the samplers and the drainer; idempotent.
+    /// Stops the outputs, the samplers and the drainer; idempotent.
     fn shutdown(&mut self) {
         let Some(session) = self.session.as_ref() else { return };
         if session.in_forked_child() {
             self.abandon_in_child();
             return;
         }
+        if let Some(periodic) = self.periodic.take() {
+            periodic.stop(STOP_FLUSH_TIMEOUT);
+        }
+        #[cfg(feature = "serve")]
+        drop(self.server.take());
         session.stop_sampling();
         if let Some(drainer) = self.drainer.take() {
             session.stopping.store(true, Ordering::Release);

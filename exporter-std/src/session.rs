@@ -282,7 +282,21 @@ impl Session {
             heap_stacks: state.heap.stacks.len(),
             cpu_stacks: state.cpu_stacks(),
             sampling_stopped: self.sampling_stopped.load(Ordering::Acquire),
+            export: None,
+            files: None,
         }
+    }
+}
+
+/// What the pull endpoint serves: this session's profiles.
+#[cfg(feature = "serve")]
+impl crate::serve::ProfileSource for Session {
+    fn heap(&self) -> Result<Profile, Error> {
+        self.heap_profile()
+    }
+
+    fn cpu_for(&self, duration: Duration) -> Result<Profile, Error> {
+        Session::cpu_for(self, duration)
     }
 }
 

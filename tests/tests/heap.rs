@@ -206,6 +206,11 @@ fn bad_input_gives_typed_errors() {
     assert!(stdout.contains("use 1..=1099511627776 bytes"), "{stdout}");
     assert!(stdout.contains("use 1..=1000 Hz"), "{stdout}");
     assert!(stdout.contains("already running"), "{stdout}");
+    for setting in
+        ["otlp_endpoint:", "otlp_compression:", "export_interval:", "OTEL_EXPORTER_OTLP_HEADERS:"]
+    {
+        assert!(stdout.contains(setting), "{setting} in {stdout}");
+    }
     assert!(stdout.trim_end().ends_with("ok"), "{stdout}");
 }
 

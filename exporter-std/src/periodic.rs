@@ -1,0 +1,170 @@
+//! The periodic exporter: every export interval, the CPU profile of that
+//! interval and the heap profile at that moment go out, as one OTLP request
+//! and/or as rotating pprof files.
+//!
+//! ```text
+//!  thread "lowprof-periodic" (SIGPROF blocked)
+//!    every interval, and once more at stop:
+//!      cpu  = session.cpu_profile_of(own window)     (its own window: the user's
+//!      heap = session.heap_profile()                  cpu_profile() is unaffected)
+//!      ├─ OTLP:  otlp::encode_request([heap, cpu]) ─► HttpExporter queue ─► lowprof-export
+//!      └─ files: RotatingWriter: heap-<time>-<n>.pb.gz, cpu-<time>-<n>.pb.gz
+//! ```
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::drain::{WindowId, lock};
+use crate::error::Error;
+use crate::export::{ExportStats, HttpExporter};
+use crate::files::RotatingWriter;
+use crate::otlp::{self, ResourceInfo};
+use crate::profile::Profile;
+use crate::session::Session;
+
+/// Where periodic profiles go.
+pub(crate) struct Outputs {
+    pub otlp: Option<(HttpExporter, ResourceInfo)>,
+    pub files: Option<RotatingWriter>,
+}
+
+/// The periodic exporter's counters at `stop()` (after the flush: requests
+/// still `queued` or `in_flight` there were not delivered in time).
+pub(crate) struct Final {
+    pub export: Option<ExportStats>,
+    pub files: Option<FileStats>,
+}
+
+/// Counts of the file output, for `stats()`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileStats {
+    /// Files written.
+    pub written: u64,
+    /// Writes that failed.
+    pub failed: u64,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+}
+
+struct Shared {
+    stop: Mutex<bool>,
+    wake: Condvar,
+    outputs: Mutex<Outputs>,
+    files: Mutex<FileStats>,
+}
+
+/// The running periodic exporter.
+pub(crate) struct Periodic {
+    shared: Arc<Shared>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Periodic {
+    /// Starts the thread; `interval` between exports.
+    pub(crate) fn start(
+        session: Arc<Session>,
+        interval: Duration,
+        outputs: Outputs,
+    ) -> Result<Self, Error> {
+        let window = lock(&session.state).open_window();
+        let shared = Arc::new(Shared {
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+            outputs: Mutex::new(outputs),
+            files: Mutex::new(FileStats::default()),
+        });
+        let for_thread = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name("lowprof-periodic".into())
+            .spawn(move || run(&session, &for_thread, window, interval))
+            .map_err(Error::Spawn)?;
+        Ok(Self { shared, handle: Some(handle) })
+    }
+
+    /// Exports once more, stops the thread, and waits up to `flush` for the
+    /// OTLP queue to empty. Returns the final counters.
+    pub(crate) fn stop(mut self, flush: Duration) -> Final {
+        *lock(&self.shared.stop) = true;
+        self.shared.wake.notify_all();
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+        if let Some((exporter, _)) = &lock(&self.shared.outputs).otlp {
+            exporter.flush(flush);
+        }
+        Final { export: self.export_stats(), files: self.file_stats() }
+    }
+
+    /// The OTLP exporter's counters, if OTLP export is on.
+    pub(crate) fn export_stats(&self) -> Option<ExportStats> {
+        lock(&self.shared.outputs).otlp.as_ref().map(|(exporter, _)| exporter.stats())
+    }
+
+    /// The file output's counters, if files are written.
+    pub(crate) fn file_stats(&self) -> Option<FileStats> {
+        lock(&self.shared.outputs).files.is_some().then(|| lock(&self.shared.files).clone())
+    }
+}
+
+impl Drop for Periodic {
+    fn drop(&mut self) {
+        *lock(&self.shared.stop) = true;
+        self.shared.wake.notify_all();
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn run(session: &Session, shared: &Shared, window: WindowId, interval: Duration) {
+    let _ = lowprof_sampler::block_sigprof_on_current_thread();
+    loop {
+        let stopping = {
+            let stop = lock(&shared.stop);
+            let (stop, _) = shared
+                .wake
+                .wait_timeout_while(stop, interval, |stop| !*stop)
+                .unwrap_or_else(|p| p.into_inner());
+            *stop
+        };
+        export_once(session, shared, window);
+        if stopping {
+            break;
+        }
+    }
+    lock(&session.state).close_window(window);
+}
+
+/// One round: take the profiles and hand them to every output. Errors of
+/// one output never stop the others (they are counted).
+fn export_once(session: &Session, shared: &Shared, window: WindowId) {
+    let config = &session.config;
+    let cpu = if config.cpu_hz > 0 { session.cpu_profile_of(window).ok() } else { None };
+    let heap = if config.heap && lowprof_alloc::is_installed() {
+        session.heap_profile().ok()
+    } else {
+        None
+    };
+    let profiles: Vec<&Profile> = heap.iter().chain(cpu.iter()).collect();
+    if profiles.is_empty() {
+        return;
+    }
+    let mut outputs = lock(&shared.outputs);
+    if let Some((exporter, resource)) = &outputs.otlp {
+        exporter.submit(otlp::encode_request(&profiles, resource));
+    }
+    if let Some(writer) = outputs.files.as_mut() {
+        let mut stats = lock(&shared.files);
+        for (prefix, profile) in [("heap", heap.as_ref()), ("cpu", cpu.as_ref())] {
+            let Some(profile) = profile else { continue };
+            match writer.write(prefix, profile) {
+                Ok(_) => stats.written += 1,
+                Err(e) => {
+                    stats.failed += 1;
+                    stats.last_error = Some(e.to_string());
+                }
+            }
+        }
+    }
+}

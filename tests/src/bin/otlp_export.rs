@@ -1,0 +1,71 @@
+//! Exports to an OTLP endpoint every 500 ms while doing known CPU and heap
+//! work, writing the same rounds as pprof files too, so a test can compare
+//! what was sent with what was written.
+//! Usage: `otlp_export <endpoint> <files dir> <seconds> [timeout ms]`.
+//! Prints the profiler's export counters as key=value lines.
+
+// A test program: failing loudly is its job.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use lowprof::SampledAlloc;
+
+#[global_allocator]
+static ALLOC: SampledAlloc<std::alloc::System> = SampledAlloc::new(std::alloc::System);
+
+#[inline(never)]
+fn otlp_cpu_work(until: Instant) -> u64 {
+    let mut x = 1u64;
+    while Instant::now() < until {
+        for _ in 0..10_000 {
+            x = black_box(x.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(7));
+        }
+    }
+    x
+}
+
+#[inline(never)]
+fn otlp_heap_work(keep: &mut Vec<Vec<u8>>) {
+    for i in 0..2000 {
+        keep.push(black_box(vec![i as u8; 4096]));
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let endpoint = args.next().expect("endpoint");
+    let dir = args.next().expect("files dir");
+    let seconds: f64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(2.0);
+    let timeout_ms: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let profiler = lowprof::Profiler::builder()
+        .otlp_endpoint(endpoint)
+        .header("authorization", "Bearer test-secret-token")
+        .otlp_timeout(Duration::from_millis(timeout_ms))
+        .service_name("lowprof-export-test")
+        .export_interval(Duration::from_millis(500))
+        .write_dir(dir)
+        .keep_files(1000)
+        .start()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut keep = Vec::new();
+    while Instant::now() < until {
+        otlp_cpu_work(Instant::now() + Duration::from_millis(50));
+        otlp_heap_work(&mut keep);
+        if keep.len() > 20_000 {
+            keep.clear();
+        }
+    }
+    let report = profiler.stop().unwrap();
+    let export = report.stats.export.expect("export stats");
+    println!("requests_sent={}", export.requests_sent);
+    println!("requests_failed={}", export.requests_failed);
+    println!("retries={}", export.retries);
+    println!("rejected={}", export.rejected);
+    println!("partial_successes={}", export.partial_successes);
+    println!("dropped_queue_full={}", export.dropped_queue_full);
+    println!("files_written={}", report.stats.files.map_or(0, |f| f.written));
+    println!("last_error={}", export.last_error.unwrap_or_default());
+}
