@@ -291,7 +291,9 @@ fn record(block: SampledBlock, tracked_at: Option<usize>, fp: u64) {
         weight: block.weight,
         thread: tid,
         flags,
-        context: [0; 3],
+        // The thread's trace context, through the reader `lowprof` registers
+        // (a seqlock read of a const thread-local: no allocation, no lock).
+        context: lowprof_core::context::current(),
         frames: stack.as_slice(),
     };
     if RINGS.push(tid as usize, TAG_HEAP_ALLOC, &[&event.header_words(), stack.as_slice()]).is_err()

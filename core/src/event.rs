@@ -1,16 +1,19 @@
 //! Record layouts carried through the rings, as 64-bit words.
 //!
 //! ```text
-//!  tag HEAP_ALLOC  [sample_id][size][weight f64 bits][thread][flags][ctx0][ctx1][ctx2][frames…]
+//!  tag HEAP_ALLOC  [sample_id][size][weight f64 bits][thread][flags][ctx0..ctx3][frames…]
 //!  tag HEAP_FREE   [sample_id]
-//!  tag CPU         [thread][weight][flags][ctx0][ctx1][ctx2][frames…]
+//!  tag CPU         [thread][weight][period ns][flags][ctx0..ctx3][frames…]
 //! ```
 //!
 //! `frames` are code addresses, leaf first. With [`FLAG_LEAF_IS_PC`] the first
 //! frame is the exact interrupted instruction (CPU samples); otherwise every
 //! frame is a return address (the symbolizer looks up `address - 1`, inside the
-//! call instruction). `ctx0..2` hold the trace context (trace id, span id) when
-//! one is set, else zeros.
+//! call instruction). `ctx0..3` hold the trace context (trace id as two
+//! big-endian words, span id, span-name key: [`crate::context`]) when one is
+//! set, else zeros. A CPU sample's `period` is the timer period it was taken
+//! at: the rate can change while the profiler runs (adaptive budget), and
+//! each sample keeps the weight of its own period.
 
 /// A sampled allocation.
 pub const TAG_HEAP_ALLOC: u32 = 1;
@@ -28,13 +31,14 @@ pub const FLAG_TRUNCATED: u64 = 2;
 /// allocation totals only.
 pub const FLAG_UNTRACKED: u64 = 4;
 
-/// Trace context words: 16-byte trace id as two words, 8-byte span id.
-pub type ContextWords = [u64; 3];
+/// Trace context words: 16-byte trace id as two words, 8-byte span id, and
+/// the key of the span name (0: none).
+pub type ContextWords = [u64; 4];
 
 /// Words before the frames of a [`HeapAlloc`] record.
-pub const HEAP_ALLOC_HEADER: usize = 8;
+pub const HEAP_ALLOC_HEADER: usize = 9;
 /// Words before the frames of a [`CpuSample`] record.
-pub const CPU_HEADER: usize = 6;
+pub const CPU_HEADER: usize = 8;
 
 /// A sampled allocation, as decoded by the drainer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -67,6 +71,7 @@ impl<'a> HeapAlloc<'a> {
             self.context[0],
             self.context[1],
             self.context[2],
+            self.context[3],
         ]
     }
 
@@ -79,7 +84,7 @@ impl<'a> HeapAlloc<'a> {
             weight: f64::from_bits(h[2]),
             thread: h[3],
             flags: h[4],
-            context: [h[5], h[6], h[7]],
+            context: [h[5], h[6], h[7], h[8]],
             frames,
         })
     }
@@ -92,6 +97,8 @@ pub struct CpuSample<'a> {
     pub thread: u64,
     /// Timer periods this sample stands for (`1 + overrun`).
     pub weight: u64,
+    /// The timer period in nanoseconds.
+    pub period_ns: u64,
     /// `FLAG_*` bits.
     pub flags: u64,
     /// Trace context.
@@ -103,13 +110,29 @@ pub struct CpuSample<'a> {
 impl<'a> CpuSample<'a> {
     /// The words before the frames.
     pub fn header_words(&self) -> [u64; CPU_HEADER] {
-        [self.thread, self.weight, self.flags, self.context[0], self.context[1], self.context[2]]
+        [
+            self.thread,
+            self.weight,
+            self.period_ns,
+            self.flags,
+            self.context[0],
+            self.context[1],
+            self.context[2],
+            self.context[3],
+        ]
     }
 
     /// Decodes a [`TAG_CPU`] payload.
     pub fn decode(words: &'a [u64]) -> Option<Self> {
         let (h, frames) = words.split_at_checked(CPU_HEADER)?;
-        Some(Self { thread: h[0], weight: h[1], flags: h[2], context: [h[3], h[4], h[5]], frames })
+        Some(Self {
+            thread: h[0],
+            weight: h[1],
+            period_ns: h[2],
+            flags: h[3],
+            context: [h[4], h[5], h[6], h[7]],
+            frames,
+        })
     }
 }
 
@@ -126,7 +149,7 @@ mod tests {
             weight: 128.5,
             thread: 77,
             flags: 0,
-            context: [1, 2, 3],
+            context: [1, 2, 3, 4],
             frames: &frames,
         };
         let mut words = e.header_words().to_vec_in_test();
@@ -141,8 +164,9 @@ mod tests {
         let e = CpuSample {
             thread: 3,
             weight: 2,
+            period_ns: 10_101_010,
             flags: FLAG_LEAF_IS_PC,
-            context: [0; 3],
+            context: [5, 6, 7, 8],
             frames: &frames,
         };
         let mut words = e.header_words().to_vec_in_test();

@@ -36,6 +36,8 @@ extern crate std;
 mod pad;
 mod sync;
 
+#[cfg(not(loom))]
+pub mod context;
 pub mod counters;
 pub mod event;
 pub mod live;

@@ -1,16 +1,22 @@
 //! Aggregation on the drainer thread: raw records in, per-stack totals out.
 //!
 //! ```text
-//!  HEAP_ALLOC ─► stacks.intern(frames) = s ─► alloc[(s, size)] += (w, w·size)
-//!            └─► live[sample_id] = (s, drain epoch)      (unless untracked)
+//!  HEAP_ALLOC ─► stacks.intern(frames) = s ─► alloc[(s, size, ctx)] += (w, w·size)
+//!            └─► live[sample_id] = (s, ctx, drain epoch)      (unless untracked)
 //!  HEAP_FREE  ─► live.remove(sample_id)
 //!  snapshot   ─► epoch += 1; scan the region's live blocks; drain;
-//!                attribute: live[id] known ─► inuse[(s, size)] += (w, w·size)
+//!                attribute: live[id] known ─► inuse[(s, size, ctx)] += (w, w·size)
 //!                           record marked lost ─► `lost` (the lowprof::dropped frame)
 //!                           neither ─► returned to the caller (record still in flight)
 //!                prune: forget samples drained before the scan that it did not see
-//!  CPU        ─► cpu[(s, thread)] += weight
+//!  CPU        ─► cpu[(s, thread, ctx)] += (weight, weight·period)
 //! ```
+//!
+//! `ctx` is the sample's trace context (trace id, span id, span-name key;
+//! [`lowprof_core::context`]). Rows carrying trace ids are bounded: past
+//! [`MAX_LINKED_ROWS`] of them, the oldest half lose their ids (they are
+//! merged into the rows of their span name; totals do not change, only the
+//! link detail of old samples goes), and the fold is counted.
 //!
 //! Heap sums are kept per (stack, block size), as Go's heap profiles are:
 //! the size becomes the sample's `bytes` label.
@@ -20,10 +26,13 @@
 //! sizes vary (jemalloc `prof_data.c`). Sums are kept as `f64` and rounded
 //! once, when a profile is built.
 
+use std::collections::VecDeque;
+use std::hash::Hash;
+
 use hashbrown::HashMap;
 use hashbrown::hash_map::Entry;
 
-use lowprof_core::event::{CpuSample, FLAG_LEAF_IS_PC, FLAG_UNTRACKED, HeapAlloc};
+use lowprof_core::event::{ContextWords, CpuSample, FLAG_LEAF_IS_PC, FLAG_UNTRACKED, HeapAlloc};
 use lowprof_core::live::SampledBlock;
 
 /// Index of an interned stack.
@@ -74,26 +83,105 @@ impl Estimate {
     }
 }
 
+/// Rows with trace ids kept per aggregate before the oldest lose them.
+pub(crate) const MAX_LINKED_ROWS: usize = 1 << 16;
+
+/// Whether a context carries trace ids (not only a span name).
+pub(crate) fn is_linked(context: &ContextWords) -> bool {
+    context[..3] != [0; 3]
+}
+
+/// `context` without its trace ids (the span name stays).
+fn unlinked(context: ContextWords) -> ContextWords {
+    [0, 0, 0, context[3]]
+}
+
+/// Keys whose context can be stripped.
+pub(crate) trait Linked: Copy + Eq + Hash {
+    fn context(&self) -> ContextWords;
+    fn with_context(self, context: ContextWords) -> Self;
+}
+
+/// Bounds the rows of one map that carry trace ids: remembers them oldest
+/// first and folds the oldest half into unlinked rows when there are too
+/// many.
+pub(crate) struct LinkBound<K> {
+    order: VecDeque<K>,
+    /// Rows whose trace ids were folded away, in total.
+    pub folded: u64,
+}
+
+impl<K> Default for LinkBound<K> {
+    fn default() -> Self {
+        Self { order: VecDeque::new(), folded: 0 }
+    }
+}
+
+/// Values that can be merged when two rows become one.
+pub(crate) trait Merge {
+    fn merge(&mut self, other: &Self);
+}
+
+impl<K: Linked> LinkBound<K> {
+    /// Notes a new row (call only when `key` was just inserted), folding
+    /// the oldest linked rows of `map` if there are too many.
+    fn inserted<V: Merge + Default>(&mut self, key: K, map: &mut HashMap<K, V>) {
+        if !is_linked(&key.context()) {
+            return;
+        }
+        self.order.push_back(key);
+        if self.order.len() <= MAX_LINKED_ROWS {
+            return;
+        }
+        for old in self.order.drain(..MAX_LINKED_ROWS / 2) {
+            if let Some(value) = map.remove(&old) {
+                map.entry(old.with_context(unlinked(old.context()))).or_default().merge(&value);
+                self.folded += 1;
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct LiveSample {
     stack: StackId,
+    context: ContextWords,
     /// The snapshot epoch when its record was drained.
     epoch: u64,
 }
 
-/// A heap sample's identity: stack and block size.
+/// A heap sample's identity: stack, block size and trace context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct HeapKey {
     pub stack: StackId,
     pub size: u64,
+    pub context: ContextWords,
+}
+
+impl Linked for HeapKey {
+    fn context(&self) -> ContextWords {
+        self.context
+    }
+    fn with_context(self, context: ContextWords) -> Self {
+        Self { context, ..self }
+    }
+}
+
+impl Merge for Estimate {
+    fn merge(&mut self, other: &Self) {
+        self.objects += other.objects;
+        self.bytes += other.bytes;
+    }
 }
 
 /// Heap records, aggregated.
 #[derive(Default)]
 pub(crate) struct HeapAggregate {
     pub stacks: StackTable,
-    /// Allocations since the profiler started, per stack and size.
+    /// Allocations since the profiler started, per stack, size and context.
     pub alloc: HashMap<HeapKey, Estimate>,
+    /// Keeps the linked rows of `alloc` bounded.
+    pub alloc_links: LinkBound<HeapKey>,
     live: HashMap<u64, LiveSample>,
     epoch: u64,
 }
@@ -116,10 +204,17 @@ impl HeapAggregate {
     /// Adds one sampled allocation.
     pub(crate) fn add_alloc(&mut self, event: &HeapAlloc<'_>) {
         let stack = self.stacks.intern(event.frames);
-        let key = HeapKey { stack, size: event.size };
-        self.alloc.entry(key).or_default().add(event.weight, event.size);
+        let context = event.context;
+        let key = HeapKey { stack, size: event.size, context };
+        match self.alloc.entry(key) {
+            Entry::Occupied(mut e) => e.get_mut().add(event.weight, event.size),
+            Entry::Vacant(e) => {
+                e.insert(Estimate::default()).add(event.weight, event.size);
+                self.alloc_links.inserted(key, &mut self.alloc);
+            }
+        }
         if event.flags & FLAG_UNTRACKED == 0 {
-            self.live.insert(event.sample_id, LiveSample { stack, epoch: self.epoch });
+            self.live.insert(event.sample_id, LiveSample { stack, context, epoch: self.epoch });
         }
     }
 
@@ -149,7 +244,9 @@ impl HeapAggregate {
             if block.record_lost {
                 into.lost.add(block.weight, block.size);
             } else if let Some(sample) = self.live.get(&block.sample_id) {
-                let key = HeapKey { stack: sample.stack, size: block.size };
+                // Live blocks are bounded by the region, so their rows keep
+                // their links.
+                let key = HeapKey { stack: sample.stack, size: block.size, context: sample.context };
                 into.by_stack.entry(key).or_default().add(block.weight, block.size);
             } else {
                 unmatched.push(*block);
@@ -167,19 +264,48 @@ impl HeapAggregate {
     }
 }
 
-/// A CPU sample's identity: stack and thread.
+/// A CPU sample's identity: stack, thread and trace context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct CpuKey {
     pub stack: StackId,
     pub thread: u64,
+    pub context: ContextWords,
+}
+
+impl Linked for CpuKey {
+    fn context(&self) -> ContextWords {
+        self.context
+    }
+    fn with_context(self, context: ContextWords) -> Self {
+        Self { context, ..self }
+    }
+}
+
+/// CPU time of one row.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CpuTime {
+    /// Timer periods (the `samples` value).
+    pub periods: u64,
+    /// Periods times the period each was taken at (the `cpu` value): the
+    /// rate may change while the profiler runs.
+    pub nanos: u64,
+}
+
+impl Merge for CpuTime {
+    fn merge(&mut self, other: &Self) {
+        self.periods += other.periods;
+        self.nanos = self.nanos.saturating_add(other.nanos);
+    }
 }
 
 /// CPU records of one window, aggregated.
 #[derive(Default)]
 pub(crate) struct CpuAggregate {
     pub stacks: StackTable,
-    /// Timer periods per (stack, thread).
-    pub periods: HashMap<CpuKey, u64>,
+    /// CPU time per (stack, thread, context).
+    pub time: HashMap<CpuKey, CpuTime>,
+    /// Keeps the linked rows of `time` bounded.
+    pub links: LinkBound<CpuKey>,
 }
 
 impl CpuAggregate {
@@ -187,10 +313,14 @@ impl CpuAggregate {
     pub(crate) fn add(&mut self, sample: &CpuSample<'_>) {
         debug_assert!(sample.flags & FLAG_LEAF_IS_PC != 0 || sample.frames.is_empty());
         let stack = self.stacks.intern(sample.frames);
-        match self.periods.entry(CpuKey { stack, thread: sample.thread }) {
-            Entry::Occupied(mut e) => *e.get_mut() += sample.weight.max(1),
+        let periods = sample.weight.max(1);
+        let add = CpuTime { periods, nanos: periods.saturating_mul(sample.period_ns) };
+        let key = CpuKey { stack, thread: sample.thread, context: sample.context };
+        match self.time.entry(key) {
+            Entry::Occupied(mut e) => e.get_mut().merge(&add),
             Entry::Vacant(e) => {
-                e.insert(sample.weight.max(1));
+                e.insert(add);
+                self.links.inserted(key, &mut self.time);
             }
         }
     }
@@ -201,7 +331,7 @@ mod tests {
     use super::*;
 
     fn alloc(id: u64, size: u64, weight: f64, frames: &[u64], flags: u64) -> HeapAlloc<'_> {
-        HeapAlloc { sample_id: id, size, weight, thread: 1, flags, context: [0; 3], frames }
+        HeapAlloc { sample_id: id, size, weight, thread: 1, flags, context: [0; 4], frames }
     }
 
     #[test]
@@ -212,7 +342,7 @@ mod tests {
         h.add_alloc(&alloc(3, 10, 8.0, &[30], FLAG_UNTRACKED));
         assert_eq!(h.stacks.len(), 2);
         let s = h.stacks.intern(&[10, 20]);
-        let at = |size| HeapKey { stack: s, size };
+        let at = |size| HeapKey { stack: s, size, context: [0; 4] };
         assert_eq!(h.alloc[&at(100)], Estimate { objects: 2.0, bytes: 200.0 });
         assert_eq!(h.alloc[&at(50)], Estimate { objects: 4.0, bytes: 200.0 });
         assert_eq!(h.known_live(), 2);
@@ -246,16 +376,43 @@ mod tests {
     fn cpu_sums_weights_per_stack_and_thread() {
         let mut c = CpuAggregate::default();
         let f = [1u64, 2];
-        for (thread, weight) in [(7, 1), (7, 3), (8, 0)] {
+        // The rate changed between the first two samples of thread 7.
+        for (thread, weight, period_ns) in [(7, 1, 10), (7, 3, 20), (8, 0, 10)] {
             c.add(&CpuSample {
                 thread,
                 weight,
+                period_ns,
                 flags: FLAG_LEAF_IS_PC,
-                context: [0; 3],
+                context: [0; 4],
                 frames: &f,
             });
         }
-        assert_eq!(c.periods[&CpuKey { stack: 0, thread: 7 }], 4);
-        assert_eq!(c.periods[&CpuKey { stack: 0, thread: 8 }], 1, "weight is at least one period");
+        let key = |thread| CpuKey { stack: 0, thread, context: [0; 4] };
+        assert_eq!(c.time[&key(7)], CpuTime { periods: 4, nanos: 70 });
+        assert_eq!(c.time[&key(8)], CpuTime { periods: 1, nanos: 10 }, "at least one period");
+    }
+
+    #[test]
+    fn contexts_split_rows_and_old_links_fold() {
+        let mut h = HeapAggregate::default();
+        let linked = |i: u64| [1, i, 3, 7];
+        h.add_alloc(&HeapAlloc { context: linked(0), ..alloc(1, 8, 1.0, &[5], 0) });
+        h.add_alloc(&HeapAlloc { context: [0, 0, 0, 7], ..alloc(2, 8, 1.0, &[5], 0) });
+        assert_eq!(h.alloc.len(), 2, "one row per context");
+        // In-use rows keep the context of the block's own sample.
+        let mut inuse = InUse::default();
+        let _ = h.attribute(&[SampledBlock::new(1, 8, 1.0)], &mut inuse);
+        assert!(inuse.by_stack.keys().all(|k| k.context == linked(0)));
+        // Past the bound the oldest half of the linked rows fold into the
+        // name-only row; the totals stay.
+        for i in 1..=MAX_LINKED_ROWS as u64 {
+            h.add_alloc(&HeapAlloc { context: linked(i), ..alloc(10 + i, 8, 1.0, &[5], 0) });
+        }
+        let total: f64 = h.alloc.values().map(|e| e.objects).sum();
+        assert_eq!(total, MAX_LINKED_ROWS as f64 + 2.0);
+        assert_eq!(h.alloc_links.folded, MAX_LINKED_ROWS as u64 / 2);
+        let unlinked = HeapKey { stack: 0, size: 8, context: [0, 0, 0, 7] };
+        assert_eq!(h.alloc[&unlinked].objects, 1.0 + (MAX_LINKED_ROWS / 2) as f64);
+        assert_eq!(h.alloc.len(), 1 + MAX_LINKED_ROWS / 2 + 1);
     }
 }

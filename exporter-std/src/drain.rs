@@ -26,8 +26,32 @@ use crate::session::Session;
 
 /// Identifies a CPU window; [`USER_WINDOW`] is `Profiler::cpu_profile`'s.
 pub(crate) type WindowId = u64;
-/// The window `Profiler::cpu_profile` reads (open for the whole session).
+/// The window `Profiler::cpu_profile` reads. Open from the start when the
+/// user is the only consumer; with a periodic consumer (export, files, pull
+/// endpoint) it opens at the first `cpu_profile()` call, so a service that
+/// never calls it does not keep every (stack, thread) of its lifetime.
 pub(crate) const USER_WINDOW: WindowId = 0;
+
+/// CPU time lost to full rings.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DroppedCpu {
+    pub periods: u64,
+    pub nanos: u64,
+}
+
+impl DroppedCpu {
+    fn now() -> Self {
+        let stats = lowprof_sampler::stats();
+        Self { periods: stats.dropped_periods, nanos: stats.dropped_nanos }
+    }
+
+    fn since(self, earlier: Self) -> Self {
+        Self {
+            periods: self.periods.saturating_sub(earlier.periods),
+            nanos: self.nanos.saturating_sub(earlier.nanos),
+        }
+    }
+}
 
 /// CPU samples since a window was opened or last taken. Each consumer of CPU
 /// profiles (the user, the periodic exporter, a pull request) has its own,
@@ -35,8 +59,8 @@ pub(crate) const USER_WINDOW: WindowId = 0;
 pub(crate) struct CpuWindow {
     pub agg: CpuAggregate,
     pub start: (SystemTime, Instant),
-    /// Dropped CPU periods already reported by an earlier take.
-    pub dropped_reported: u64,
+    /// Dropped CPU time already reported by an earlier take.
+    pub dropped_reported: DroppedCpu,
 }
 
 impl CpuWindow {
@@ -44,7 +68,7 @@ impl CpuWindow {
         Self {
             agg: CpuAggregate::default(),
             start: (SystemTime::now(), Instant::now()),
-            dropped_reported: lowprof_sampler::stats().dropped_periods,
+            dropped_reported: DroppedCpu::now(),
         }
     }
 }
@@ -54,8 +78,8 @@ pub(crate) struct TakenWindow {
     pub agg: CpuAggregate,
     pub start: (SystemTime, Instant),
     pub end: (SystemTime, Instant),
-    /// Timer periods dropped (rings full) during the window.
-    pub dropped_periods: u64,
+    /// CPU time dropped (rings full) during the window.
+    pub dropped: DroppedCpu,
 }
 
 /// Aggregates and the scratch buffers used to drain into them.
@@ -72,10 +96,14 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new() -> Self {
+    /// A fresh state; with `user_window` the user's CPU window is open from
+    /// the start.
+    pub(crate) fn new(user_window: bool) -> Self {
+        let cpu_windows =
+            if user_window { vec![(USER_WINDOW, CpuWindow::new())] } else { Vec::new() };
         Self {
             heap: HeapAggregate::default(),
-            cpu_windows: vec![(USER_WINDOW, CpuWindow::new())],
+            cpu_windows,
             next_window: USER_WINDOW + 1,
             heap_baseline: HeapBaseline::now(),
             records: 0,
@@ -92,6 +120,15 @@ impl State {
         id
     }
 
+    /// Opens the user's window if it is not open. Returns whether it was.
+    pub(crate) fn ensure_user_window(&mut self) -> bool {
+        if self.cpu_windows.iter().any(|(w, _)| *w == USER_WINDOW) {
+            return true;
+        }
+        self.cpu_windows.push((USER_WINDOW, CpuWindow::new()));
+        false
+    }
+
     /// Closes a window opened with [`State::open_window`].
     pub(crate) fn close_window(&mut self, id: WindowId) {
         if id != USER_WINDOW {
@@ -103,9 +140,9 @@ impl State {
     pub(crate) fn take_window(&mut self, id: WindowId) -> Option<TakenWindow> {
         let (_, window) = self.cpu_windows.iter_mut().find(|(w, _)| *w == id)?;
         let fresh = CpuWindow::new();
-        let dropped_periods = fresh.dropped_reported.saturating_sub(window.dropped_reported);
+        let dropped = fresh.dropped_reported.since(window.dropped_reported);
         let old = std::mem::replace(window, fresh);
-        Some(TakenWindow { agg: old.agg, start: old.start, end: window.start, dropped_periods })
+        Some(TakenWindow { agg: old.agg, start: old.start, end: window.start, dropped })
     }
 
     /// Distinct CPU stacks in the user's window.

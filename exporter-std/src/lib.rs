@@ -57,6 +57,7 @@ mod serve;
 mod session;
 pub mod symbolize;
 mod symbolize_thread;
+pub mod trace;
 
 pub use assemble::DROPPED_FRAME;
 pub use builder::{DEFAULT_DRAIN_INTERVAL, DEFAULT_KEEP_FILES, ProfilerBuilder};

@@ -146,7 +146,13 @@ impl Profiler {
                 return Err(e);
             }
         };
-        let session = Arc::new(Session::new(config, symbolizer));
+        // With a periodic consumer, the user's CPU window opens at the first
+        // `cpu_profile()` (a window nobody takes would grow for the life of
+        // the process).
+        let user_window = outlets.export.is_none()
+            && outlets.files.is_none()
+            && config.serve_addr.is_none();
+        let session = Arc::new(Session::new(config, symbolizer, user_window));
         let for_thread = Arc::clone(&session);
         let drainer = std::thread::Builder::new()
             .name("lowprof-drain".into())
@@ -205,8 +211,14 @@ impl Profiler {
     }
 
     /// The CPU profile since the profiler started or since the last call:
-    /// `samples/count` and `cpu/nanoseconds`, labelled with `thread_id` and
-    /// `thread_name`.
+    /// `samples/count` and `cpu/nanoseconds`, labelled with `thread_id`,
+    /// `thread_name` and, for samples taken in a trace context
+    /// ([`crate::trace`]), `trace_id`, `span_id` and `span_name`.
+    ///
+    /// With OTLP export, `write_dir` or the pull endpoint configured, the
+    /// profiler does not keep CPU samples for this call until it is first
+    /// made: that first call returns an empty profile (saying so in its
+    /// comments) and each later one the time since the previous call.
     pub fn cpu_profile(&self) -> Result<Profile, Error> {
         self.session()?.cpu_profile()
     }

@@ -16,14 +16,15 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::aggregate::{CpuKey, HeapKey, InUse};
+use crate::aggregate::{CpuKey, CpuTime, HeapKey, InUse, is_linked};
 use crate::assemble::{DROPPED_FRAME, Header, RawSample};
 use crate::builder::ProfilerBuilder;
-use crate::drain::{HeapBaseline, State, USER_WINDOW, WindowId, lock};
+use crate::drain::{HeapBaseline, State, TakenWindow, USER_WINDOW, WindowId, lock};
 use crate::error::Error;
 use crate::profile::{Label, LabelValue, Profile, ProfileKind, ValueType};
 use crate::profiler::Stats;
 use crate::symbolize_thread::{Job, SymbolizeThread};
+use crate::trace::{SPAN_ID_LABEL, SPAN_NAME_LABEL, TRACE_ID_LABEL};
 
 /// What the profiler's threads share.
 pub(crate) struct Session {
@@ -43,11 +44,11 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(config: ProfilerBuilder, symbolizer: SymbolizeThread) -> Self {
+    pub(crate) fn new(config: ProfilerBuilder, symbolizer: SymbolizeThread, user_window: bool) -> Self {
         Self {
             cpu_period: lowprof_sampler::period_nanos(config.cpu_hz),
             config,
-            state: Mutex::new(State::new()),
+            state: Mutex::new(State::new(user_window)),
             started: (SystemTime::now(), Instant::now()),
             stopping: AtomicBool::new(false),
             sampling_stopped: AtomicBool::new(false),
@@ -108,11 +109,11 @@ impl Session {
                 v[3] += e.bytes;
             }
             let mut keys: Vec<(HeapKey, [f64; 4])> = by_stack.into_iter().collect();
-            keys.sort_unstable_by_key(|(k, _)| (k.stack, k.size));
+            keys.sort_unstable_by_key(|(k, _)| (k.stack, k.size, k.context));
             let mut stacks = Vec::with_capacity(keys.len());
             let mut values = Vec::with_capacity(keys.len());
             for (key, v) in keys {
-                stacks.push((state.heap.stacks.get(key.stack).to_vec(), key.size));
+                stacks.push((state.heap.stacks.get(key.stack).to_vec(), key.size, key.context));
                 values.push(v.map(round));
             }
             (stacks, values)
@@ -128,14 +129,13 @@ impl Session {
         let samples: Vec<RawSample> = stacks
             .into_iter()
             .zip(values)
-            .map(|((frames, size), v)| RawSample {
-                frames,
-                leaf_is_pc: false,
-                values: v.to_vec(),
-                labels: vec![Label {
+            .map(|((frames, size, context), v)| {
+                let mut labels = vec![Label {
                     key: "bytes".into(),
                     value: LabelValue::Num { value: size as i64, unit: "bytes".into() },
-                }],
+                }];
+                labels.extend(context_labels(context));
+                RawSample { frames, leaf_is_pc: false, values: v.to_vec(), labels }
             })
             .collect();
         let synthetic: Vec<(&'static str, Vec<i64>)> = if dropped.iter().any(|&v| v != 0) {
@@ -212,21 +212,25 @@ impl Session {
             state.drain(config.heap, true);
             state.take_window(window).ok_or(Error::CpuDisabled)?
         };
-        let dropped = taken.dropped_periods;
+        let dropped = taken.dropped;
         let period = self.cpu_period;
-        let mut rows: Vec<(&CpuKey, &u64)> = taken.agg.periods.iter().collect();
-        rows.sort_unstable_by_key(|(k, _)| (k.stack, k.thread));
+        let mut rows: Vec<(&CpuKey, &CpuTime)> = taken.agg.time.iter().collect();
+        rows.sort_unstable_by_key(|(k, _)| (k.stack, k.thread, k.context));
         let samples: Vec<RawSample> = rows
             .into_iter()
-            .map(|(key, &periods)| RawSample {
-                frames: taken.agg.stacks.get(key.stack).to_vec(),
-                leaf_is_pc: true,
-                values: vec![periods as i64, (periods as i64).saturating_mul(period)],
-                labels: thread_labels(key.thread),
+            .map(|(key, time)| {
+                let mut labels = thread_labels(key.thread);
+                labels.extend(context_labels(key.context));
+                RawSample {
+                    frames: taken.agg.stacks.get(key.stack).to_vec(),
+                    leaf_is_pc: true,
+                    values: vec![time.periods as i64, time.nanos as i64],
+                    labels,
+                }
             })
             .collect();
-        let synthetic: Vec<(&'static str, Vec<i64>)> = if dropped > 0 {
-            vec![(DROPPED_FRAME, vec![dropped as i64, (dropped as i64).saturating_mul(period)])]
+        let synthetic: Vec<(&'static str, Vec<i64>)> = if dropped.periods > 0 {
+            vec![(DROPPED_FRAME, vec![dropped.periods as i64, dropped.nanos as i64])]
         } else {
             vec![]
         };
@@ -241,12 +245,7 @@ impl Session {
             period,
             start: taken.start.0,
             duration: taken.end.1.duration_since(taken.start.1),
-            comments: vec![format!(
-                "lowprof {}: cpu at {} Hz, {} sampling periods dropped in this window (in lowprof::dropped)",
-                env!("CARGO_PKG_VERSION"),
-                config.cpu_hz,
-                dropped
-            )],
+            comments: cpu_comments(config.cpu_hz, &taken),
         };
         // The window's samples carry their thread names now: names of
         // threads that have exited can go (the cache would grow forever).
@@ -267,9 +266,19 @@ impl Session {
         profile
     }
 
-    /// The user's CPU window.
+    /// The user's CPU window (opened now if it was not open: see
+    /// `Profiler::cpu_profile`).
     pub(crate) fn cpu_profile(&self) -> Result<Profile, Error> {
-        self.cpu_profile_of(USER_WINDOW)
+        let was_open = lock(&self.state).ensure_user_window();
+        let mut profile = self.cpu_profile_of(USER_WINDOW)?;
+        if !was_open {
+            profile.comments.push(
+                "first cpu_profile() call with a periodic consumer configured: CPU samples are kept for \
+                 cpu_profile() from now on; the next call returns the time since this one"
+                    .into(),
+            );
+        }
+        Ok(profile)
     }
 
     /// Current counters.
@@ -341,6 +350,41 @@ fn thread_labels(tid: u64) -> Vec<Label> {
     }];
     if let Some(name) = lowprof_sampler::thread_name(tid) {
         labels.push(Label { key: "thread_name".into(), value: LabelValue::Str(name) });
+    }
+    labels
+}
+
+/// The notes a CPU profile carries: the rate, what was dropped, rate
+/// changes and folded links.
+fn cpu_comments(configured_hz: u32, taken: &TakenWindow) -> Vec<String> {
+    let mut comments = vec![format!(
+        "lowprof {}: cpu at {} Hz, {} sampling periods dropped in this window (in {})",
+        env!("CARGO_PKG_VERSION"),
+        configured_hz,
+        taken.dropped.periods,
+        DROPPED_FRAME
+    )];
+    if taken.agg.links.folded > 0 {
+        comments.push(format!(
+            "{} rows lost their trace ids (more than {} linked rows in one window; totals are kept)",
+            taken.agg.links.folded,
+            crate::aggregate::MAX_LINKED_ROWS
+        ));
+    }
+    comments
+}
+
+/// `trace_id`, `span_id` (lower-case hex) when the sample is linked, and
+/// `span_name` when it has one.
+fn context_labels(context: lowprof_core::event::ContextWords) -> Vec<Label> {
+    let mut labels = Vec::new();
+    if is_linked(&context) {
+        let (trace, span) = lowprof_core::context::unpack(context);
+        labels.push(Label { key: TRACE_ID_LABEL.into(), value: LabelValue::Str(crate::trace::hex(&trace)) });
+        labels.push(Label { key: SPAN_ID_LABEL.into(), value: LabelValue::Str(crate::trace::hex(&span)) });
+    }
+    if let Some(name) = crate::trace::name_of(context[3]) {
+        labels.push(Label { key: SPAN_NAME_LABEL.into(), value: LabelValue::Str(name) });
     }
     labels
 }

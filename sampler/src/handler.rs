@@ -3,14 +3,15 @@
 //!
 //! ```text
 //!  on_sigprof(sig, info, ucontext)            every path restores errno
-//!   ├─ si_code == SI_TIMER && si_value == cookie   (our per-thread timer)
-//!   │    ├─ MODE == PER_THREAD ─► sample(weight = 1 + si_overrun)
+//!   ├─ si_code == SI_TIMER && si_value in period::PERIODS   (our per-thread timer)
+//!   │    ├─ MODE == PER_THREAD ─► sample(weight = 1 + si_overrun, period = *si_value)
 //!   │    └─ otherwise          ─► swallow (late signal of a deleted timer)
-//!   ├─ si_code == SI_KERNEL && MODE == PROCESS ─► sample(weight = 1)
+//!   ├─ si_code == SI_KERNEL && MODE == PROCESS ─► sample(weight = 1, current period)
 //!   └─ anything else ─► foreign += 1, chain to the previous handler
 //!
 //!  sample: frames[0] = PC, then lowprof_core::unwind::walk(FP, STACK_REGIONS(SP))
-//!          RINGS.push(hint = tid, TAG_CPU, [tid, weight, flags, 0, 0, 0] ++ frames)
+//!          context = lowprof_core::context::current()   (the thread's trace and span)
+//!          RINGS.push(hint = tid, TAG_CPU, [tid, weight, period, flags, context] ++ frames)
 //! ```
 //!
 //! Everything in this module that runs inside the handler is async-signal-safe
@@ -35,7 +36,7 @@ use lowprof_core::event::{CpuSample, FLAG_LEAF_IS_PC, FLAG_TRUNCATED, TAG_CPU};
 use lowprof_core::stack::{MAX_FRAMES, Stack};
 use lowprof_core::unwind;
 
-use crate::{COUNTERS, Error, RINGS};
+use crate::{COUNTERS, Error, RINGS, period};
 
 /// Not sampling.
 pub(crate) const MODE_OFF: u8 = 0;
@@ -136,8 +137,9 @@ pub(crate) extern "C" fn on_sigprof(sig: c_int, info: *mut libc::siginfo_t, ucon
 
 /// What a `SIGPROF` is to us.
 enum Kind {
-    /// A sample standing for this many timer periods.
-    Sample(u64),
+    /// A sample standing for this many timer periods of this many
+    /// nanoseconds.
+    Sample(u64, u64),
     /// Ours, but sampling is off (or in the other mode): ignore.
     Stale,
     /// Someone else's: chain.
@@ -152,10 +154,10 @@ fn dispatch(sig: c_int, info: *mut libc::siginfo_t, ucontext: *mut c_void) {
     // SAFETY: `info` is the siginfo the kernel (or a chaining handler) passed
     // to an SA_SIGINFO handler; `classify` checks it for null.
     match unsafe { classify(info, mode) } {
-        Kind::Sample(weight) => {
+        Kind::Sample(weight, period_ns) => {
             // SAFETY: `ucontext` is the context the kernel saved for this
             // signal on this thread (checked for null inside).
-            unsafe { sample(weight, ucontext) }
+            unsafe { sample(weight, period_ns, ucontext) }
         }
         Kind::Stale => {}
         Kind::Foreign => {
@@ -185,18 +187,18 @@ unsafe fn classify(info: *const libc::siginfo_t, mode: u8) -> Kind {
         // `_rt` member shares it) and si_overrun() reads @20. A forged
         // siginfo (rt_tgsigqueueinfo) is 128 readable bytes all the same.
         let (cookie, overrun) = unsafe { (info.si_value().sival_ptr as usize, info.si_overrun()) };
-        if cookie != crate::timer_cookie() {
+        let Some(period_ns) = period::period_of(cookie) else {
             return Kind::Foreign;
-        }
+        };
         if mode != MODE_PER_THREAD {
             return Kind::Stale;
         }
         let extra = u64::try_from(overrun).unwrap_or(0);
         COUNTERS.overrun_periods.add(extra);
-        return Kind::Sample(extra.saturating_add(1));
+        return Kind::Sample(extra.saturating_add(1), period_ns);
     }
     if info.si_code == libc::SI_KERNEL && mode == MODE_PROCESS {
-        return Kind::Sample(1);
+        return Kind::Sample(1, period::current_period());
     }
     Kind::Foreign
 }
@@ -312,7 +314,7 @@ fn current_tid() -> u64 {
 /// `ucontext` is null or the context the kernel saved for the signal being
 /// handled on this thread.
 #[inline(always)]
-unsafe fn sample(weight: u64, ucontext: *mut c_void) {
+unsafe fn sample(weight: u64, period_ns: u64, ucontext: *mut c_void) {
     // SAFETY: per this function's contract.
     let Some(regs) = (unsafe { registers(ucontext) }) else {
         return;
@@ -339,12 +341,16 @@ unsafe fn sample(weight: u64, ucontext: *mut c_void) {
         _ => (all, FLAG_LEAF_IS_PC),
     };
     let thread = current_tid();
-    let header = CpuSample { thread, weight, flags, context: [0; 3], frames: &[] }.header_words();
+    // The registered reader of the thread's trace context: async-signal-safe
+    // (a seqlock read of a const-initialised thread-local).
+    let context = lowprof_core::context::current();
+    let header = CpuSample { thread, weight, period_ns, flags, context, frames: &[] }.header_words();
     // The tid spreads threads over the rings; a full set drops and counts.
     if RINGS.push(thread as usize, TAG_CPU, &[&header, frames]).is_ok() {
         COUNTERS.samples.add(1);
     } else {
         // A dropped sample stood for `weight` periods, not one.
         COUNTERS.dropped_periods.add(weight);
+        COUNTERS.dropped_nanos.add(weight.saturating_mul(period_ns));
     }
 }

@@ -130,6 +130,7 @@
 mod error;
 #[cfg(target_os = "linux")]
 mod handler;
+mod period;
 #[cfg(target_os = "linux")]
 mod regions;
 #[cfg(target_os = "linux")]
@@ -216,6 +217,9 @@ pub struct Stats {
     pub dropped: u64,
     /// Timer periods those lost samples stood for (each `1 + overrun`).
     pub dropped_periods: u64,
+    /// CPU nanoseconds those lost samples stood for (periods × the period
+    /// each was taken at).
+    pub dropped_nanos: u64,
     /// `SIGPROF`s that did not come from lowprof's timers (passed on to the
     /// previous handler, or ignored if there was none).
     pub foreign: u64,
@@ -244,6 +248,7 @@ pub(crate) struct Counters {
     pub(crate) overrun_periods: Counter,
     pub(crate) timer_errors: Counter,
     pub(crate) dropped_periods: Counter,
+    pub(crate) dropped_nanos: Counter,
 }
 
 pub(crate) static COUNTERS: Counters = Counters {
@@ -254,6 +259,7 @@ pub(crate) static COUNTERS: Counters = Counters {
     overrun_periods: Counter::new(),
     timer_errors: Counter::new(),
     dropped_periods: Counter::new(),
+    dropped_nanos: Counter::new(),
 };
 
 /// The sampling period for `hz`: `1e9 / hz` nanoseconds (0 for `hz == 0`).
@@ -379,6 +385,7 @@ pub fn stats() -> Stats {
         samples: COUNTERS.samples.get(),
         dropped,
         dropped_periods: COUNTERS.dropped_periods.get(),
+        dropped_nanos: COUNTERS.dropped_nanos.get(),
         foreign: COUNTERS.foreign.get(),
         threads_timed,
         timer_errors: COUNTERS.timer_errors.get(),
@@ -428,15 +435,39 @@ pub fn block_sigprof_on_current_thread() -> Result<(), Error> {
     Ok(())
 }
 
-/// The value lowprof's timers carry in `sigev_value` (and the handler checks
-/// in `si_value`): the address of a static of this copy of the crate, so two
-/// copies linked into one program never take each other's signals.
+/// The value lowprof's timers carry in `sigev_value` now (and the handler
+/// checks in `si_value`): the address of the static slot that holds the
+/// current timer period, in this copy of the crate, so two copies linked
+/// into one program never take each other's signals.
 ///
 /// Tests and benchmarks may forge a sample with it: `rt_tgsigqueueinfo` of a
 /// `SIGPROF` whose `si_code` is `SI_TIMER` and whose `si_value` is this cookie
-/// is handled exactly like a timer signal.
+/// is handled exactly like a timer signal (weighted with the current period).
 pub fn timer_cookie() -> usize {
-    &RINGS as *const RingSet<RING_COUNT, RING_WORDS> as usize
+    period::current_cookie()
+}
+
+/// The timer period in nanoseconds that new samples are taken at (0 before
+/// the first [`start`]).
+pub fn current_period_nanos() -> u64 {
+    period::current_period()
+}
+
+/// Changes the sampling rate of a running session: every thread's timer is
+/// re-created at `hz` (each with a fresh random phase, so no CPU time is
+/// systematically lost or double-counted). Samples already taken keep the
+/// period they were taken at. Cold path (one `timer_create` per thread):
+/// call it from the drainer, at most about once a second.
+///
+/// # Errors
+///
+/// [`Error::InvalidFrequency`] outside `1..=1000` Hz. Does nothing if not
+/// running.
+pub fn set_hz(hz: u32) -> Result<(), Error> {
+    validate(&Config { hz, mode: TimerMode::PerThread })?;
+    #[cfg(target_os = "linux")]
+    session::set_hz(hz);
+    Ok(())
 }
 
 #[cfg(test)]

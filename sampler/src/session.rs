@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use lowprof_core::bounds::STACK_REGIONS;
 
 use crate::timer::{self, Jitter, TimerId};
-use crate::{COUNTERS, Config, Error, TimerMode, handler, period_nanos, regions, threads};
+use crate::{COUNTERS, Config, Error, TimerMode, handler, period, period_nanos, regions, threads};
 
 /// Least time between two refreshes caused by walk misses alone.
 const MISS_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
@@ -43,6 +43,9 @@ struct Session {
     installed: bool,
     mode: TimerMode,
     period_ns: i64,
+    /// The `sigev_value` of timers created now: names `period_ns`
+    /// ([`period`]).
+    cookie: usize,
     /// Per-thread timers by tid.
     timers: BTreeMap<u64, TimerId>,
     /// Failed arming attempts of threads that have no timer.
@@ -64,6 +67,7 @@ static SESSION: Mutex<Session> = Mutex::new(Session {
     installed: false,
     mode: TimerMode::PerThread,
     period_ns: 0,
+    cookie: 0,
     timers: BTreeMap::new(),
     failures: BTreeMap::new(),
     excluded: BTreeSet::new(),
@@ -97,6 +101,7 @@ pub(crate) fn start(config: Config) -> Result<(), Error> {
     }
     s.mode = config.mode;
     s.period_ns = period_nanos(config.hz);
+    s.cookie = period::advance(s.period_ns as u64);
     s.jitter.seed();
     s.failures.clear();
     let scanned = threads::scan();
@@ -200,6 +205,39 @@ pub(crate) fn maintain() {
     s.publish_count();
 }
 
+/// Re-arms every timer at `hz` (see [`crate::set_hz`]).
+pub(crate) fn set_hz(hz: u32) {
+    let mut s = session();
+    let period_ns = period_nanos(hz);
+    if !s.running || period_ns == s.period_ns {
+        return;
+    }
+    s.period_ns = period_ns;
+    s.cookie = period::advance(period_ns as u64);
+    match s.mode {
+        TimerMode::PerThread => {
+            // A timer's sigev_value cannot change: replace the timers. A
+            // signal already queued by an old one still names the old period.
+            for (_, timer) in std::mem::take(&mut s.timers) {
+                if timer::delete_thread_timer(timer).is_err() {
+                    COUNTERS.timer_errors.add(1);
+                }
+            }
+            let known: Vec<u64> = s.known.iter().copied().collect();
+            let _ = s.arm(&known);
+        }
+        TimerMode::Process => {
+            // One process timer, weighted with the current period (a signal
+            // in flight across the change is weighted with the new one).
+            let first = s.jitter.first_expiry(period_ns);
+            if timer::set_process_timer(period_ns, first).is_err() {
+                COUNTERS.timer_errors.add(1);
+            }
+        }
+    }
+    s.publish_count();
+}
+
 /// Excludes the calling thread (which has just blocked SIGPROF) from
 /// sampling: no timer now, none later.
 pub(crate) fn exclude_current_thread() {
@@ -226,7 +264,7 @@ impl Session {
             }
             let Ok(raw) = i32::try_from(tid) else { continue };
             let first = self.jitter.first_expiry(self.period_ns);
-            match timer::create_thread_timer(raw, self.period_ns, first, crate::timer_cookie()) {
+            match timer::create_thread_timer(raw, self.period_ns, first, self.cookie) {
                 Ok(timer) => {
                     self.timers.insert(tid, timer);
                     self.failures.remove(&tid);

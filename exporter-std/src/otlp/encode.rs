@@ -16,6 +16,7 @@ use super::ResourceInfo;
 use super::proto::{self, any_value::Value};
 use super::resource::{INT_KEYS, SERVICE_NAME};
 use crate::profile::{self, LabelValue, Profile};
+use crate::trace::{SPAN_ID_LABEL, TRACE_ID_LABEL};
 
 /// `InstrumentationScope.name`.
 pub(super) const SCOPE_NAME: &str = "lowprof";
@@ -190,14 +191,14 @@ impl Dropped {
 #[derive(Default)]
 struct Samples {
     rows: Vec<proto::Sample>,
-    /// `(stack_index, sorted attribute_indices)` → position in `rows`. The
-    /// link is part of a sample's identity too, but it is always 0 for now.
-    index: HashMap<(i32, Vec<i32>), usize>,
+    /// `(stack_index, sorted attribute_indices, link_index)` → position in
+    /// `rows`.
+    index: HashMap<(i32, Vec<i32>, i32), usize>,
 }
 
 impl Samples {
-    fn add(&mut self, stack_index: i32, attribute_indices: &[i32], value: i64) {
-        let key = (stack_index, attribute_indices.to_vec());
+    fn add(&mut self, stack_index: i32, attribute_indices: &[i32], link_index: i32, value: i64) {
+        let key = (stack_index, attribute_indices.to_vec(), link_index);
         if let Some(&i) = self.index.get(&key) {
             if let Some(v) = self.rows.get_mut(i).and_then(|row| row.values.first_mut()) {
                 *v = v.saturating_add(value);
@@ -208,7 +209,7 @@ impl Samples {
         self.rows.push(proto::Sample {
             stack_index,
             attribute_indices: attribute_indices.to_vec(),
-            link_index: 0,
+            link_index,
             values: vec![value],
             timestamps_unix_nano: Vec::new(),
         });
@@ -223,6 +224,8 @@ struct Dictionary {
     functions: Table<proto::Function>,
     stacks: Table<proto::Stack>,
     attributes: Table<Attribute>,
+    /// `(trace_id, span_id)`; entry 0 is all zeros: no link.
+    links: Table<([u8; 16], [u8; 8])>,
 }
 
 impl Dictionary {
@@ -234,6 +237,7 @@ impl Dictionary {
             functions: Table::new(),
             stacks: Table::new(),
             attributes: Table::new(),
+            links: Table::new(),
         }
     }
 
@@ -242,9 +246,13 @@ impl Dictionary {
             mapping_table: self.mappings.rows,
             location_table: self.locations.rows,
             function_table: self.functions.rows,
-            // No trace links yet: only the zero entry, with ids of the
-            // proper lengths, all zero.
-            link_table: vec![proto::Link { trace_id: vec![0; 16], span_id: vec![0; 8] }],
+            // Entry 0, all zeros with the ids' proper lengths, is "no link".
+            link_table: self
+                .links
+                .rows
+                .into_iter()
+                .map(|(trace, span)| proto::Link { trace_id: trace.to_vec(), span_id: span.to_vec() })
+                .collect(),
             string_table: self.strings.table,
             attribute_table: self
                 .attributes
@@ -281,10 +289,16 @@ impl Dictionary {
                 }
             };
             let stack_index = self.stacks.insert(proto::Stack { location_indices: stack });
-            let attribute_indices = self.labels(&sample.labels, &mut dropped);
+            // The trace_id and span_id labels become the sample's Link; the
+            // other labels its attributes.
+            let (link, labels) = match sample_link(&sample.labels) {
+                Some(ids) => (self.links.insert(ids), without_link_labels(&sample.labels)),
+                None => (0, sample.labels.clone()),
+            };
+            let attribute_indices = self.labels(&labels, &mut dropped);
             for (samples, &value) in per_type.iter_mut().zip(&sample.values) {
                 if value != 0 {
-                    samples.add(stack_index, &attribute_indices, value);
+                    samples.add(stack_index, &attribute_indices, link, value);
                 }
             }
         }
@@ -417,6 +431,40 @@ impl Dictionary {
             profile.comments.iter().map(String::as_str).chain(note.as_deref()).collect();
         (!lines.is_empty()).then(|| self.string_attribute(COMMENT, lines.join("\n")))
     }
+}
+
+/// The `(trace_id, span_id)` of a sample's `trace_id` and `span_id` labels
+/// (lower- or upper-case hex, as lowprof writes them), if both are there,
+/// valid and not all zero.
+fn sample_link(labels: &[profile::Label]) -> Option<([u8; 16], [u8; 8])> {
+    let text = |key: &str| {
+        labels.iter().find(|l| l.key == key).and_then(|l| match &l.value {
+            LabelValue::Str(s) => Some(s.as_str()),
+            LabelValue::Num { .. } => None,
+        })
+    };
+    let trace: [u8; 16] = parse_hex(text(TRACE_ID_LABEL)?)?;
+    let span: [u8; 8] = parse_hex(text(SPAN_ID_LABEL)?)?;
+    (trace != [0; 16] && span != [0; 8]).then_some((trace, span))
+}
+
+fn without_link_labels(labels: &[profile::Label]) -> Vec<profile::Label> {
+    labels.iter().filter(|l| l.key != TRACE_ID_LABEL && l.key != SPAN_ID_LABEL).cloned().collect()
+}
+
+/// Exactly `2 * N` hex digits as bytes.
+fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let digits = text.as_bytes();
+    if digits.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        *byte = (hi * 16 + lo) as u8;
+    }
+    Some(out)
 }
 
 /// 16 bytes that are unique with overwhelming probability and never all

@@ -240,7 +240,7 @@ fn every_table_starts_with_its_zero_value() {
         assert_eq!(
             d.link_table,
             [proto::Link { trace_id: vec![0; 16], span_id: vec![0; 8] }],
-            "no links yet: only the zero entry"
+            "no linked samples: only the zero entry"
         );
         // Nothing else refers to a zero entry by accident.
         assert!(d.mapping_table.iter().skip(1).all(|m| *m != proto::Mapping::default()));
@@ -362,6 +362,53 @@ fn labels_become_sample_attributes() {
     }
     let batch = at(&d.attribute_table, alloc_space.samples[1].attribute_indices[0]);
     assert_eq!(batch.unit_strindex, 0, "a unitless number has no unit");
+}
+
+fn linked(trace: &str, span: &str) -> Vec<Label> {
+    let mut labels = thread(7, "worker-1");
+    labels.push(Label { key: "trace_id".into(), value: LabelValue::Str(trace.into()) });
+    labels.push(Label { key: "span_id".into(), value: LabelValue::Str(span.into()) });
+    labels.push(Label { key: "span_name".into(), value: LabelValue::Str("GET /users".into()) });
+    labels
+}
+
+#[test]
+fn trace_labels_become_links() {
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut profile = cpu();
+    let base = profile.samples[0].clone();
+    profile.samples = vec![
+        Sample { labels: linked(TRACE, "00f067aa0ba902b7"), ..base.clone() },
+        Sample { labels: linked(TRACE, "00f067aa0ba902b7"), ..base.clone() },
+        Sample { labels: linked(TRACE, "1111111111111111"), ..base.clone() },
+        // Not hex: kept as attributes, not a link.
+        Sample { labels: linked("zz", "00f067aa0ba902b7"), ..base.clone() },
+        base.clone(),
+    ];
+    let request = request(&[&profile]);
+    assert_references_resolve(&request);
+    let d = dictionary(&request);
+    assert_eq!(d.link_table.len(), 3, "zero entry and two spans: {:?}", d.link_table);
+    let link = &d.link_table[1];
+    assert_eq!(link.trace_id, [0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36]);
+    assert_eq!(link.span_id, [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]);
+    let samples = &profiles(&request)[0].samples;
+    // Same stack and attributes, three different links (0, 1, 2) and one
+    // sample whose bad ids stay attributes: the two identical rows merge.
+    assert_eq!(samples.len(), 4);
+    let by_link: BTreeMap<i32, i64> = samples
+        .iter()
+        .filter(|s| s.attribute_indices.len() == 3)
+        .map(|s| (s.link_index, s.values[0]))
+        .collect();
+    assert_eq!(by_link, BTreeMap::from([(1, 6), (2, 3)]));
+    for s in samples.iter().filter(|s| s.link_index != 0) {
+        let keys: Vec<String> = s.attribute_indices.iter().map(|&i| attribute(d, i)).collect();
+        assert!(keys.iter().all(|k| !k.starts_with("trace_id") && !k.starts_with("span_id=")), "{keys:?}");
+        assert!(keys.iter().any(|k| k.starts_with("span_name")), "{keys:?}");
+    }
+    let unlinked = samples.iter().filter(|s| s.link_index == 0).count();
+    assert_eq!(unlinked, 2, "the plain sample and the one with bad ids");
 }
 
 #[test]
