@@ -208,12 +208,18 @@ def summarize_profile(c: Checker, p: Any, where: str) -> dict[str, Any]:
     total = 0
     sample_attribute_keys: set[str] = set()
     shapes: set[str] = set()
+    links: dict[str, int] = {}
     for i, s in enumerate(p.samples):
         sw = f"{where}.samples[{i}]"
         functions.update(c.functions_of_stack(s.stack_index, sw))
         sample_attribute_keys.update(c.attributes(s.attribute_indices, sw))
         if s.link_index:
-            c.get("link_table", s.link_index, sw)
+            link = c.get("link_table", s.link_index, sw)
+            if link is not None:
+                if len(link.trace_id) != 16 or len(link.span_id) != 8:
+                    c.error(f"{sw}: link {s.link_index} ids are not 16 and 8 bytes")
+                key = f"{link.trace_id.hex()}:{link.span_id.hex()}"
+                links[key] = links.get(key, 0) + (sum(s.values) if s.values else len(s.timestamps_unix_nano))
         if s.values and s.timestamps_unix_nano and len(s.values) != len(s.timestamps_unix_nano):
             c.error(f"{sw}: {len(s.values)} values but {len(s.timestamps_unix_nano)} timestamps")
         if not s.values and not s.timestamps_unix_nano:
@@ -232,6 +238,7 @@ def summarize_profile(c: Checker, p: Any, where: str) -> dict[str, Any]:
         "total": total,
         "functions": sorted(functions),
         "sample_attribute_keys": sorted(sample_attribute_keys),
+        "links": links,
         "attributes": c.attributes(p.attribute_indices, where),
         "time_unix_nano": p.time_unix_nano,
         "duration_nano": p.duration_nano,
@@ -248,7 +255,8 @@ def summarize(request: profiles_service_pb2.ExportProfilesServiceRequest) -> dic
     order: sample_type {type, unit}, period_type, period, samples (count),
     total (sum of values), functions (sorted names reachable from the
     samples' stacks), sample_attribute_keys, attributes, time_unix_nano,
-    duration_nano, profile_id (hex)), ``dictionary`` (table lengths) and
+    duration_nano, profile_id (hex), links ({"<trace hex>:<span hex>": total of
+    the samples linked to it})), ``dictionary`` (table lengths) and
     ``errors`` (empty when every table's entry 0 is its zero value and every
     reference resolves).
     """

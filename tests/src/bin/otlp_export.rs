@@ -15,6 +15,12 @@ use lowprof::SampledAlloc;
 #[global_allocator]
 static ALLOC: SampledAlloc<std::alloc::System> = SampledAlloc::new(std::alloc::System);
 
+/// The W3C trace-context example ids.
+const TRACE_ID: [u8; 16] = [
+    0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36,
+];
+const SPAN_ID: [u8; 8] = [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7];
+
 #[inline(never)]
 fn otlp_cpu_work(until: Instant) -> u64 {
     let mut x = 1u64;
@@ -51,6 +57,8 @@ fn main() {
         .unwrap();
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     let mut keep = Vec::new();
+    // All the work runs in one trace's span: samples carry it as a Link.
+    let _context = lowprof::trace::set_context(TRACE_ID, SPAN_ID);
     while Instant::now() < until {
         otlp_cpu_work(Instant::now() + Duration::from_millis(50));
         otlp_heap_work(&mut keep);
