@@ -246,7 +246,8 @@ impl HeapAggregate {
             } else if let Some(sample) = self.live.get(&block.sample_id) {
                 // Live blocks are bounded by the region, so their rows keep
                 // their links.
-                let key = HeapKey { stack: sample.stack, size: block.size, context: sample.context };
+                let key =
+                    HeapKey { stack: sample.stack, size: block.size, context: sample.context };
                 into.by_stack.entry(key).or_default().add(block.weight, block.size);
             } else {
                 unmatched.push(*block);
@@ -306,6 +307,9 @@ pub(crate) struct CpuAggregate {
     pub time: HashMap<CpuKey, CpuTime>,
     /// Keeps the linked rows of `time` bounded.
     pub links: LinkBound<CpuKey>,
+    /// The shortest and longest timer period among the samples (ns; the
+    /// rate changes under a CPU sample budget).
+    pub period_range: Option<(u64, u64)>,
 }
 
 impl CpuAggregate {
@@ -315,6 +319,9 @@ impl CpuAggregate {
         let stack = self.stacks.intern(sample.frames);
         let periods = sample.weight.max(1);
         let add = CpuTime { periods, nanos: periods.saturating_mul(sample.period_ns) };
+        let p = sample.period_ns;
+        self.period_range =
+            Some(self.period_range.map_or((p, p), |(lo, hi)| (lo.min(p), hi.max(p))));
         let key = CpuKey { stack, thread: sample.thread, context: sample.context };
         match self.time.entry(key) {
             Entry::Occupied(mut e) => e.get_mut().merge(&add),

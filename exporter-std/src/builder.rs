@@ -36,6 +36,8 @@ pub struct ProfilerBuilder {
     pub(crate) serve_token: Option<String>,
     pub(crate) write_dir: Option<PathBuf>,
     pub(crate) keep_files: usize,
+    pub(crate) max_heap_samples_per_sec: Option<f64>,
+    pub(crate) max_cpu_samples_per_sec: Option<f64>,
 }
 
 impl std::fmt::Debug for ProfilerBuilder {
@@ -73,6 +75,8 @@ impl Default for ProfilerBuilder {
             serve_token: None,
             write_dir: None,
             keep_files: DEFAULT_KEEP_FILES,
+            max_heap_samples_per_sec: None,
+            max_cpu_samples_per_sec: None,
         }
     }
 }
@@ -102,6 +106,25 @@ impl ProfilerBuilder {
     /// `setitimer(ITIMER_PROF)` fallback for systems without them.
     pub fn cpu_timer(mut self, mode: TimerMode) -> Self {
         self.cpu_timer = mode;
+        self
+    }
+
+    /// Caps heap samples per second: when the program allocates fast
+    /// enough to exceed it, the mean sampling interval grows (and shrinks
+    /// back, never below the configured one, when it slows down). Adjusted
+    /// once a second on the drainer thread; every sample keeps the weight
+    /// of the interval it was taken at, so estimates stay unbiased.
+    pub fn max_heap_samples_per_sec(mut self, samples: f64) -> Self {
+        self.max_heap_samples_per_sec = Some(samples);
+        self
+    }
+
+    /// Caps CPU samples per second (all threads together): with many busy
+    /// threads the per-thread rate drops below `cpu_hz` (never below 1 Hz)
+    /// and comes back when they go idle. Each sample keeps the period it
+    /// was taken at, so CPU time stays unbiased.
+    pub fn max_cpu_samples_per_sec(mut self, samples: f64) -> Self {
+        self.max_cpu_samples_per_sec = Some(samples);
         self
     }
 
@@ -197,6 +220,20 @@ impl ProfilerBuilder {
         {
             return Err(Error::InvalidCpuHz { hz: self.cpu_hz });
         }
+        for (setting, budget) in [
+            ("max_heap_samples_per_sec", self.max_heap_samples_per_sec),
+            ("max_cpu_samples_per_sec", self.max_cpu_samples_per_sec),
+        ] {
+            if let Some(samples) = budget.filter(|s| !(s.is_finite() && *s > 0.0)) {
+                return Err(Error::Config {
+                    setting,
+                    value: samples.to_string(),
+                    fix:
+                        "is not a rate: use a number of samples per second above zero (e.g. 100.0)"
+                            .into(),
+                });
+            }
+        }
         // Checked here too because files may be written without OTLP export.
         if let Some(interval) = self.otlp.export_interval {
             if interval.is_zero() || interval > Duration::from_secs(24 * 3600) {
@@ -233,5 +270,13 @@ mod tests {
         let e = ProfilerBuilder::default().export_interval(Duration::ZERO).validate().unwrap_err();
         assert!(e.to_string().contains("export_interval"), "{e}");
         ProfilerBuilder::default().cpu_hz(1000).heap_interval(1 << 40).validate().unwrap();
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let e =
+                ProfilerBuilder::default().max_heap_samples_per_sec(bad).validate().unwrap_err();
+            assert!(e.to_string().contains("max_heap_samples_per_sec"), "{e}");
+            let e = ProfilerBuilder::default().max_cpu_samples_per_sec(bad).validate().unwrap_err();
+            assert!(e.to_string().contains("max_cpu_samples_per_sec"), "{e}");
+        }
+        ProfilerBuilder::default().max_heap_samples_per_sec(0.5).validate().unwrap();
     }
 }

@@ -11,7 +11,7 @@
 //!               └► drain CPU ring  ─► CpuAggregate
 //!    lowprof_sampler::maintain()        (timers for new threads, names, stack regions)
 //!  every second: prune stale live samples; give freed large sampled
-//!                blocks' pages back
+//!                blocks' pages back; adjust the rates to the budget
 //!  after `duration`: stop sampling
 //! ```
 
@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use lowprof_alloc::HeapEvent;
 
 use crate::aggregate::{CpuAggregate, HeapAggregate};
+use crate::budget::Budget;
 use crate::session::Session;
 
 /// Identifies a CPU window; [`USER_WINDOW`] is `Profiler::cpu_profile`'s.
@@ -267,6 +268,12 @@ pub(crate) fn run(shared: Arc<Session>) {
     let _ = lowprof_sampler::block_sigprof_on_current_thread();
     let config = &shared.config;
     let mut last_housekeeping = Instant::now();
+    let mut budget = Budget::new(
+        config.max_heap_samples_per_sec.filter(|_| config.heap),
+        config.heap_interval.unwrap_or_else(lowprof_alloc::interval),
+        config.max_cpu_samples_per_sec,
+        config.cpu_hz,
+    );
     if config.cpu_hz > 0 {
         lowprof_alloc::set_new_thread_hook(Some(wake));
     }
@@ -286,6 +293,10 @@ pub(crate) fn run(shared: Arc<Session>) {
             lock(&shared.state).prune();
             if config.heap {
                 lowprof_alloc::release_freed_memory();
+            }
+            if budget.is_active() && sampling {
+                budget.tick();
+                shared.cpu_hz_now.store(budget.cpu_hz, Ordering::Relaxed);
             }
         }
         if let Some(limit) = config.duration {

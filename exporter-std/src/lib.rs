@@ -38,6 +38,7 @@
 
 mod aggregate;
 mod assemble;
+mod budget;
 mod builder;
 mod config;
 mod drain;

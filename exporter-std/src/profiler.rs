@@ -97,6 +97,10 @@ pub struct Stats {
     pub cpu_stacks: usize,
     /// Whether sampling has stopped (by `duration`).
     pub sampling_stopped: bool,
+    /// The CPU sampling rate now: the configured one, or lower while the
+    /// CPU sample budget holds it down. The heap interval now is
+    /// `heap.interval`.
+    pub cpu_hz: u32,
     /// OTLP export counters, if OTLP export is on.
     pub export: Option<ExportStats>,
     /// File output counters, if `write_dir` is set.
@@ -149,9 +153,8 @@ impl Profiler {
         // With a periodic consumer, the user's CPU window opens at the first
         // `cpu_profile()` (a window nobody takes would grow for the life of
         // the process).
-        let user_window = outlets.export.is_none()
-            && outlets.files.is_none()
-            && config.serve_addr.is_none();
+        let user_window =
+            outlets.export.is_none() && outlets.files.is_none() && config.serve_addr.is_none();
         let session = Arc::new(Session::new(config, symbolizer, user_window));
         let for_thread = Arc::clone(&session);
         let drainer = std::thread::Builder::new()
@@ -257,6 +260,7 @@ impl Profiler {
                 heap_stacks: 0,
                 cpu_stacks: 0,
                 sampling_stopped: true,
+                cpu_hz: 0,
                 export: None,
                 files: None,
             },

@@ -35,8 +35,10 @@ pub(crate) struct Session {
     pub stopping: AtomicBool,
     /// Set once the samplers are stopped (by `duration` or `stop()`).
     pub sampling_stopped: AtomicBool,
-    /// The CPU sampling period in nanoseconds.
+    /// The configured CPU sampling period in nanoseconds.
     pub cpu_period: i64,
+    /// The CPU rate now (below `cpu_hz` while over the CPU budget).
+    pub cpu_hz_now: std::sync::atomic::AtomicU32,
     symbolizer: SymbolizeThread,
     /// The process that started the session: in a forked child its threads
     /// and locks are not there.
@@ -44,9 +46,14 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(config: ProfilerBuilder, symbolizer: SymbolizeThread, user_window: bool) -> Self {
+    pub(crate) fn new(
+        config: ProfilerBuilder,
+        symbolizer: SymbolizeThread,
+        user_window: bool,
+    ) -> Self {
         Self {
             cpu_period: lowprof_sampler::period_nanos(config.cpu_hz),
+            cpu_hz_now: std::sync::atomic::AtomicU32::new(config.cpu_hz),
             config,
             state: Mutex::new(State::new(user_window)),
             started: (SystemTime::now(), Instant::now()),
@@ -291,6 +298,7 @@ impl Session {
             heap_stacks: state.heap.stacks.len(),
             cpu_stacks: state.cpu_stacks(),
             sampling_stopped: self.sampling_stopped.load(Ordering::Acquire),
+            cpu_hz: self.cpu_hz_now.load(Ordering::Relaxed),
             export: None,
             files: None,
         }
@@ -364,6 +372,15 @@ fn cpu_comments(configured_hz: u32, taken: &TakenWindow) -> Vec<String> {
         taken.dropped.periods,
         DROPPED_FRAME
     )];
+    if let Some((shortest, longest)) = taken.agg.period_range.filter(|(lo, hi)| lo != hi) {
+        let hz = |ns: u64| 1e9 / ns.max(1) as f64;
+        comments.push(format!(
+            "the CPU sample budget varied the rate between {:.0} and {:.0} Hz in this window; each sample \
+             is weighted with its own period",
+            hz(longest),
+            hz(shortest)
+        ));
+    }
     if taken.agg.links.folded > 0 {
         comments.push(format!(
             "{} rows lost their trace ids (more than {} linked rows in one window; totals are kept)",
@@ -380,8 +397,14 @@ fn context_labels(context: lowprof_core::event::ContextWords) -> Vec<Label> {
     let mut labels = Vec::new();
     if is_linked(&context) {
         let (trace, span) = lowprof_core::context::unpack(context);
-        labels.push(Label { key: TRACE_ID_LABEL.into(), value: LabelValue::Str(crate::trace::hex(&trace)) });
-        labels.push(Label { key: SPAN_ID_LABEL.into(), value: LabelValue::Str(crate::trace::hex(&span)) });
+        labels.push(Label {
+            key: TRACE_ID_LABEL.into(),
+            value: LabelValue::Str(crate::trace::hex(&trace)),
+        });
+        labels.push(Label {
+            key: SPAN_ID_LABEL.into(),
+            value: LabelValue::Str(crate::trace::hex(&span)),
+        });
     }
     if let Some(name) = crate::trace::name_of(context[3]) {
         labels.push(Label { key: SPAN_NAME_LABEL.into(), value: LabelValue::Str(name) });

@@ -251,7 +251,10 @@ impl Dictionary {
                 .links
                 .rows
                 .into_iter()
-                .map(|(trace, span)| proto::Link { trace_id: trace.to_vec(), span_id: span.to_vec() })
+                .map(|(trace, span)| proto::Link {
+                    trace_id: trace.to_vec(),
+                    span_id: span.to_vec(),
+                })
                 .collect(),
             string_table: self.strings.table,
             attribute_table: self

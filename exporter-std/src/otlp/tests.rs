@@ -390,7 +390,13 @@ fn trace_labels_become_links() {
     let d = dictionary(&request);
     assert_eq!(d.link_table.len(), 3, "zero entry and two spans: {:?}", d.link_table);
     let link = &d.link_table[1];
-    assert_eq!(link.trace_id, [0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36]);
+    assert_eq!(
+        link.trace_id,
+        [
+            0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e,
+            0x47, 0x36
+        ]
+    );
     assert_eq!(link.span_id, [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]);
     let samples = &profiles(&request)[0].samples;
     // Same stack and attributes, three different links (0, 1, 2) and one
@@ -404,7 +410,10 @@ fn trace_labels_become_links() {
     assert_eq!(by_link, BTreeMap::from([(1, 6), (2, 3)]));
     for s in samples.iter().filter(|s| s.link_index != 0) {
         let keys: Vec<String> = s.attribute_indices.iter().map(|&i| attribute(d, i)).collect();
-        assert!(keys.iter().all(|k| !k.starts_with("trace_id") && !k.starts_with("span_id=")), "{keys:?}");
+        assert!(
+            keys.iter().all(|k| !k.starts_with("trace_id") && !k.starts_with("span_id=")),
+            "{keys:?}"
+        );
         assert!(keys.iter().any(|k| k.starts_with("span_name")), "{keys:?}");
     }
     let unlinked = samples.iter().filter(|s| s.link_index == 0).count();

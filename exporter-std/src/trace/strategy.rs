@@ -112,7 +112,8 @@ impl RateSampler {
             return Err(Error::Config {
                 setting: "RateSampler per_second",
                 value: "0".into(),
-                fix: "links nothing: use at least 1 trace per second, or NeverSample to link none".into(),
+                fix: "links nothing: use at least 1 trace per second, or NeverSample to link none"
+                    .into(),
             });
         }
         Ok(Self {
@@ -158,7 +159,8 @@ impl SamplingStrategy for RateSampler {
         // Tag: the trace's low word without its lowest bit (that bit holds
         // the decision); never 0, so 0 can mean "empty".
         let tag = (u64::from_be_bytes(lo) ^ u64::from_be_bytes(hi).rotate_left(17)) & !1 | 2;
-        let slot = &self.decisions[(tag.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize % RATE_DECISIONS];
+        let slot = &self.decisions
+            [(tag.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize % RATE_DECISIONS];
         let seen = slot.load(Ordering::Relaxed);
         if seen & !1 == tag {
             return seen & 1 == 1;

@@ -22,8 +22,8 @@
 use std::cell::RefCell;
 
 use lowprof_core::event::ContextWords;
-use tracing_core::span::{Attributes, Id};
 use tracing_core::Subscriber;
+use tracing_core::span::{Attributes, Id};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
