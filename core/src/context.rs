@@ -119,7 +119,8 @@ pub fn current() -> ContextWords {
     }
     // SAFETY: only `set_source` stores here, and only the address of a
     // `fn() -> ContextWords`.
-    let source: fn() -> ContextWords = unsafe { core::mem::transmute::<usize, fn() -> ContextWords>(source) };
+    let source: fn() -> ContextWords =
+        unsafe { core::mem::transmute::<usize, fn() -> ContextWords>(source) };
     source()
 }
 

@@ -344,7 +344,8 @@ unsafe fn sample(weight: u64, period_ns: u64, ucontext: *mut c_void) {
     // The registered reader of the thread's trace context: async-signal-safe
     // (a seqlock read of a const-initialised thread-local).
     let context = lowprof_core::context::current();
-    let header = CpuSample { thread, weight, period_ns, flags, context, frames: &[] }.header_words();
+    let header =
+        CpuSample { thread, weight, period_ns, flags, context, frames: &[] }.header_words();
     // The tid spreads threads over the rings; a full set drops and counts.
     if RINGS.push(thread as usize, TAG_CPU, &[&header, frames]).is_ok() {
         COUNTERS.samples.add(1);

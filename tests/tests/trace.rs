@@ -56,8 +56,16 @@ fn attribute(
         };
         let (kind, trace) =
             spans.get(span).unwrap_or_else(|| panic!("{sample_type}: unknown span id {span}"));
-        assert_eq!(label(s, "trace_id"), Some(trace.as_str()), "{sample_type}: trace of span {span}");
-        assert_eq!(label(s, "span_name"), Some(kind.as_str()), "{sample_type}: name of span {span}");
+        assert_eq!(
+            label(s, "trace_id"),
+            Some(trace.as_str()),
+            "{sample_type}: trace of span {span}"
+        );
+        assert_eq!(
+            label(s, "span_name"),
+            Some(kind.as_str()),
+            "{sample_type}: name of span {span}"
+        );
         *by_kind.entry(kind.clone()).or_insert(0.0) += s.values[i] as f64;
         *by_span.entry(span.to_owned()).or_insert(0) += s.values[i];
         linked += s.values[i];
@@ -76,7 +84,12 @@ fn assert_share(what: &str, by_kind: &HashMap<String, f64>) {
 }
 
 /// `-tagfocus span_id=<id>` keeps exactly that span's samples.
-fn assert_tagfocus_isolates(go: &Path, file: &Path, sample_type: &str, by_span: &HashMap<String, i64>) {
+fn assert_tagfocus_isolates(
+    go: &Path,
+    file: &Path,
+    sample_type: &str,
+    by_span: &HashMap<String, i64>,
+) {
     let (span, &expected) = by_span.iter().max_by_key(|(_, v)| **v).unwrap();
     let focused = lowprof_tests::pprof_tool::parse_raw(&pprof(
         go,

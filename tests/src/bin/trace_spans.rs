@@ -63,7 +63,9 @@ fn hex(bytes: &[u8]) -> String {
 #[inline(never)]
 fn work(units: u64) {
     let mut x = 1u64;
-    burn_cpu(units * UNIT_CPU_NS, || x = black_box(x.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(7)));
+    burn_cpu(units * UNIT_CPU_NS, || {
+        x = black_box(x.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(7))
+    });
     for _ in 0..(units as usize * UNIT_BYTES / BLOCK) {
         let mut block = Vec::<u8>::with_capacity(BLOCK);
         block.push(1);
