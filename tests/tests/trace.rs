@@ -169,3 +169,31 @@ fn probabilistic_sampler_links_a_quarter_and_agrees_across_processes() {
     assert_eq!(objects, 2000, "every allocation is in the profile, linked or not");
     assert_eq!(heap.total_for("alloc_objects", "lowprof::dropped"), 0, "no sample was dropped");
 }
+
+#[test]
+fn context_switches_never_tear_under_signals() {
+    let Some(go) = require_go() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), "flip");
+    let a = ("aa".repeat(16), "a1".repeat(8));
+    let b = ("bb".repeat(16), "b2".repeat(8));
+    for (file, sample_type) in [("cpu.pb.gz", "samples"), ("heap.pb.gz", "alloc_objects")] {
+        let p = raw(&go, &dir.path().join(file));
+        let i = p.index(sample_type);
+        let mut seen = HashMap::new();
+        for s in &p.samples {
+            let pair = (label(s, "trace_id"), label(s, "span_id"));
+            let whole = match pair {
+                (None, None) => "none",
+                (Some(t), Some(sp)) if (t, sp) == (a.0.as_str(), a.1.as_str()) => "a",
+                (Some(t), Some(sp)) if (t, sp) == (b.0.as_str(), b.1.as_str()) => "b",
+                other => panic!("{file}: torn or foreign context {other:?}"),
+            };
+            *seen.entry(whole).or_insert(0i64) += s.values[i];
+        }
+        eprintln!("{file}: {seen:?}");
+        // The switching thread spends its time in both contexts.
+        assert!(seen.get("a").copied().unwrap_or(0) > 0, "{file}: {seen:?}");
+        assert!(seen.get("b").copied().unwrap_or(0) > 0, "{file}: {seen:?}");
+    }
+}

@@ -11,6 +11,10 @@
 //! - `ratio`: 2000 traces under `ProbabilisticSampler(0.25)`, each making one
 //!   allocation big enough to be sampled for sure; writes `heap.pb.gz` and
 //!   prints `trace <id>` per trace.
+//! - `flip`: one thread switches between two contexts as fast as it can for
+//!   2 CPU-seconds under 1000 Hz sampling, allocating in each; writes
+//!   `cpu.pb.gz` and `heap.pb.gz` (every sample must carry one of the two
+//!   pairs of ids whole, or none: never a torn mix).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -145,13 +149,44 @@ fn write(profiler: &lowprof::Profiler, dir: &Path) {
     profiler.heap_profile().unwrap().write_pprof(dir.join("heap.pb.gz")).unwrap();
 }
 
+/// The two contexts `flip` switches between.
+const FLIP_A: ([u8; 16], [u8; 8]) = ([0xaa; 16], [0xa1; 8]);
+const FLIP_B: ([u8; 16], [u8; 8]) = ([0xbb; 16], [0xb2; 8]);
+
+#[inline(never)]
+fn flip_work(heap: &mut Vec<Vec<u8>>) {
+    for _ in 0..64 {
+        heap.push(black_box(vec![0u8; 1024]));
+    }
+    if heap.len() > 4096 {
+        heap.clear();
+    }
+}
+
+fn with_flip(dir: &Path) {
+    let profiler =
+        lowprof::Profiler::builder().cpu_hz(1000).heap_interval(64 << 10).start().unwrap();
+    let until = lowprof_tests::cpu::thread_cpu_ns() + 2_000_000_000;
+    let mut heap = Vec::new();
+    while lowprof_tests::cpu::thread_cpu_ns() < until {
+        for _ in 0..1000 {
+            let _a = trace::set_context(FLIP_A.0, FLIP_A.1);
+            flip_work(&mut heap);
+            let _b = trace::set_context(FLIP_B.0, FLIP_B.1);
+            flip_work(&mut heap);
+        }
+    }
+    write(&profiler, dir);
+}
+
 fn main() {
-    let usage = "usage: trace_spans <dir> api|tracing|ratio";
+    let usage = "usage: trace_spans <dir> api|tracing|ratio|flip";
     let dir = std::path::PathBuf::from(std::env::args_os().nth(1).expect(usage));
     match std::env::args().nth(2).as_deref() {
         Some("api") => with_api(&dir),
         Some("tracing") => with_tracing(&dir),
         Some("ratio") => with_ratio(&dir),
+        Some("flip") => with_flip(&dir),
         _ => panic!("{usage}"),
     }
 }
