@@ -17,7 +17,7 @@
 //!  2xx: sent          429/502/503/504,      other 3xx/4xx/5xx:      TLS / not HTTP:
 //!  (partial_success   connect failure,      rejected, never         failed, never
 //!   counted, never    timeout: retry after  retried                 retried
-//!   retried)          Retry-After or backoff
+//!   retried)          max(Retry-After, backoff)
 //!                     (5 s ×1.5 ±50 %, ≤ 30 s) until 5 min → failed
 //! ```
 //!
@@ -376,8 +376,11 @@ fn deliver(
                 policy.max_elapsed
             ));
         }
+        // `Retry-After` lengthens the wait, never shortens it below the
+        // backoff (the Collector's rule): `Retry-After: 0` or a date in the
+        // past must not turn into back-to-back POSTs for the whole budget.
         let backoff_wait = backoff.next_wait(rng);
-        let wait = retry_after.unwrap_or(backoff_wait).min(remaining);
+        let wait = retry_after.map_or(backoff_wait, |r| r.max(backoff_wait)).min(remaining);
         shared.lock().stats.last_error = Some(format!(
             "retrying in {:.1} s (attempt {attempts} failed): {reason}",
             wait.as_secs_f64()

@@ -10,9 +10,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// The wait before retry *n* is `interval_n × (1 ± randomization)`, drawn
 /// uniformly, with `interval_1 = initial_interval` and `interval_{n+1} =
 /// min(interval_n × multiplier, max_interval)`. A server's `Retry-After`
-/// replaces the computed wait. No wait reaches past `max_elapsed` counted
-/// from the first attempt; once that budget is spent the request is given
-/// up (`max_elapsed == 0`: never retry).
+/// can only lengthen a wait: the wait is `max(retry_after, backoff)`, as in
+/// the OpenTelemetry Collector's retry sender, so `Retry-After: 0` or a date
+/// in the past never makes the exporter hammer a server that is shedding
+/// load. No wait reaches past `max_elapsed` counted from the first attempt;
+/// once that budget is spent the request is given up (`max_elapsed == 0`:
+/// never retry).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct RetryPolicy {
     /// Wait before the first retry (before jitter).
@@ -101,7 +104,8 @@ impl Rng {
 
 /// Parses a `Retry-After` value: delta-seconds, or an HTTP-date (IMF-fixdate,
 /// and the obsolete RFC 850 and asctime forms recipients must accept), as a
-/// wait from `now` (zero for a date in the past). `None` if unparseable.
+/// wait from `now` (zero for a date in the past: the backoff still applies,
+/// see [`RetryPolicy`]). `None` if unparseable.
 pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let v = value.trim();
     if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {

@@ -234,17 +234,29 @@ fn retry_after_503_then_200_delivers_exactly_once() {
 }
 
 #[test]
-fn retry_after_http_date_in_the_past_retries_at_once() {
+fn retry_after_in_the_past_or_zero_still_waits_the_backoff() {
+    // A date in the past and `Retry-After: 0` mean "now" to the server, but
+    // the backoff is a floor (the Collector waits max(Retry-After, backoff)):
+    // without it a load-shedding server would get POSTs back to back.
     let server = TestServer::start(vec![
         Canned::status(429).header("Retry-After", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        Canned::status(503).header("Retry-After", "0"),
         Canned::status(502),
-        Canned::status(504),
         Canned::ok(),
     ]);
-    let exporter =
-        start(config(server.url()), RetryPolicy { max_elapsed: Duration::from_secs(5), ..fast() });
+    let policy = RetryPolicy {
+        initial_interval: Duration::from_millis(300),
+        multiplier: 1.0,
+        randomization: 0.0,
+        max_interval: Duration::from_millis(300),
+        max_elapsed: Duration::from_secs(5),
+    };
+    let exporter = start(config(server.url()), policy);
+    let t = Instant::now();
     exporter.submit(b"x".to_vec());
     assert!(exporter.flush(Duration::from_secs(5)));
+    // Three waits of exactly 300 ms each.
+    assert!(t.elapsed() >= Duration::from_millis(900), "{:?}", t.elapsed());
     assert_eq!(server.requests().len(), 4);
     let stats = exporter.stats();
     assert_eq!((stats.requests_sent, stats.retries), (1, 3));
