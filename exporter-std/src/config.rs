@@ -9,7 +9,7 @@
 //! |---|---|
 //! | endpoint | builder `otlp_endpoint` (as-is if it has a path, else `+ /v1development/profiles`) > `OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT` (same rule) > `OTEL_EXPORTER_OTLP_ENDPOINT` (always `+ /v1development/profiles`); none of them = export off |
 //! | headers | merged by name (case-insensitive): `OTEL_EXPORTER_OTLP_HEADERS` < `OTEL_EXPORTER_OTLP_PROFILES_HEADERS` < builder `header` |
-//! | timeout | builder `otlp_timeout` > `..._PROFILES_TIMEOUT` > `OTEL_EXPORTER_OTLP_TIMEOUT` > 10 s; 0 = no limit |
+//! | timeout | builder `otlp_timeout` > `..._PROFILES_TIMEOUT` > `OTEL_EXPORTER_OTLP_TIMEOUT` > 10 s; 0 = none configured: each attempt is still cut off after 1 h ([`MAX_TIMEOUT`]) |
 //! | compression | builder > `..._PROFILES_COMPRESSION` > `OTEL_EXPORTER_OTLP_COMPRESSION` > `gzip` |
 //! | protocol | `..._PROFILES_PROTOCOL` > `OTEL_EXPORTER_OTLP_PROTOCOL`; only `http/protobuf` |
 //! | service name | builder `service_name` > `OTEL_SERVICE_NAME` > `service.name` in `OTEL_RESOURCE_ATTRIBUTES` |
@@ -27,7 +27,8 @@ use crate::error::Error;
 pub(crate) const PROFILES_PATH: &str = "/v1development/profiles";
 /// Per-request timeout when none is configured (the spec's 10 s).
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest per-request timeout accepted.
+/// The longest per-request timeout accepted; also the limit of each attempt
+/// when the timeout is 0 (none configured).
 pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Time between two exports when the builder does not say.
 pub(crate) const DEFAULT_EXPORT_INTERVAL: Duration = Duration::from_secs(60);
@@ -69,7 +70,8 @@ pub(crate) struct OtlpSettings {
     pub endpoint: Option<String>,
     /// `header(k, v)`: extra request headers; values are secrets.
     pub headers: Vec<(String, String)>,
-    /// `otlp_timeout`: per-request timeout (zero = no limit).
+    /// `otlp_timeout`: per-request timeout (zero = none configured; each
+    /// attempt is still cut off after [`MAX_TIMEOUT`]).
     pub timeout: Option<Duration>,
     /// `otlp_compression`: `gzip` or `none`.
     pub compression: Option<String>,
@@ -132,7 +134,8 @@ pub(crate) struct ExportConfig {
     pub url: String,
     /// Extra request headers, unique by (case-insensitive) name.
     pub headers: Vec<(String, Secret)>,
-    /// Per-request timeout; `None` = no limit.
+    /// Per-request timeout; `None` = none configured (the exporter still
+    /// cuts each attempt off after [`MAX_TIMEOUT`], 1 h).
     pub timeout: Option<Duration>,
     /// Request body compression.
     pub compression: Compression,
@@ -168,7 +171,8 @@ pub(crate) fn resolve(
             return Err(config_error(
                 "otlp_timeout",
                 &format!("{t:?}"),
-                "is out of range: use 1 ms ..= 1 h, or Duration::ZERO for no limit (default 10 s)"
+                "is out of range: use 1 ms ..= 1 h, or Duration::ZERO for none (each attempt is then \
+                 cut off after 1 h; default 10 s)"
                     .to_owned(),
             ));
         }
@@ -622,7 +626,8 @@ fn check_service_name(setting: &'static str, name: &str) -> Result<(), Error> {
 
 // ---------------------------------------------------------------- scalars
 
-/// Parses a timeout in milliseconds: `Some(d)`, or `None` for 0 (no limit).
+/// Parses a timeout in milliseconds: `Some(d)`, or `None` for 0 (none
+/// configured: the exporter cuts each attempt off after [`MAX_TIMEOUT`]).
 fn parse_timeout_ms(setting: &'static str, raw: &str) -> Result<Option<Duration>, Error> {
     let s = raw.trim();
     let max_ms = MAX_TIMEOUT.as_millis();
@@ -637,8 +642,8 @@ fn parse_timeout_ms(setting: &'static str, raw: &str) -> Result<Option<Duration>
             setting,
             s,
             format!(
-                "is not a timeout in milliseconds: use a whole number in 0..={max_ms} (0 = no \
-                 limit, default {})",
+                "is not a timeout in milliseconds: use a whole number in 0..={max_ms} (0 = none, \
+                 i.e. 1 h per attempt; default {})",
                 DEFAULT_TIMEOUT.as_millis()
             ),
         )),

@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::time::{Duration, SystemTime};
 
-use crate::config::{Compression, ExportConfig, Secret};
+use crate::config::{Compression, ExportConfig, MAX_TIMEOUT, Secret};
 
 use super::retry::parse_retry_after;
 
@@ -14,6 +14,12 @@ const MAX_RESPONSE_BYTES: u64 = 4 << 20;
 const MAX_ERROR_BODY_BYTES: u64 = 64 << 10;
 /// Most bytes of an error body kept in `last_error`.
 const ERROR_DETAIL_BYTES: usize = 200;
+/// The time limit of one attempt when no timeout is configured
+/// (`otlp_timeout(Duration::ZERO)`, `OTEL_EXPORTER_OTLP_TIMEOUT=0`): the
+/// longest timeout that can be configured, 1 h. Without any limit a server
+/// that accepts the connection and never answers would hold the export
+/// thread for ever (and with it every later request).
+pub(crate) const UNCONFIGURED_ATTEMPT_LIMIT: Duration = MAX_TIMEOUT;
 
 /// `opentelemetry.proto.collector.profiles.v1development.ExportProfilesServiceResponse`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -84,17 +90,18 @@ pub(crate) struct Sender {
     headers: Vec<(String, Secret)>,
     /// Body compression.
     compression: Compression,
-    /// Per-request timeout, for messages.
-    timeout: Option<Duration>,
+    /// The time limit of one attempt, for messages.
+    timeout: Duration,
 }
 
 impl Sender {
     /// A sender for `config`; `proxy_from_env` honours `HTTPS_PROXY` /
     /// `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY` (tests turn it off).
     pub(crate) fn new(config: &ExportConfig, proxy_from_env: bool) -> Self {
+        let timeout = config.timeout.unwrap_or(UNCONFIGURED_ATTEMPT_LIMIT);
         let mut builder = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(config.timeout)
+            .timeout_global(Some(timeout))
             .max_redirects(0)
             .user_agent(concat!("lowprof/", env!("CARGO_PKG_VERSION")));
         if !proxy_from_env {
@@ -105,7 +112,7 @@ impl Sender {
             url: config.url.clone(),
             headers: config.headers.clone(),
             compression: config.compression,
-            timeout: config.timeout,
+            timeout,
         }
     }
 
@@ -191,7 +198,7 @@ fn classify_response(mut response: ureq::http::Response<ureq::Body>) -> Attempt 
 
 /// Classifies a transport failure: connection problems and timeouts are
 /// worth retrying, the rest is not.
-fn classify_error(e: ureq::Error, timeout: Option<Duration>) -> Attempt {
+fn classify_error(e: ureq::Error, timeout: Duration) -> Attempt {
     let retryable = |reason: String| Attempt::Retryable { reason, retry_after: None };
     match e {
         ureq::Error::Io(e) => retryable(format!("connection failed: {e}")),
@@ -229,6 +236,28 @@ mod tests {
         // A cut through a UTF-8 character is not a panic.
         let s = "é".repeat(150);
         assert!(sanitize(s.as_bytes()).chars().count() <= 101);
+    }
+
+    #[test]
+    fn every_attempt_has_a_time_limit() {
+        let config = |timeout| ExportConfig {
+            url: "http://127.0.0.1:1/v1development/profiles".into(),
+            headers: Vec::new(),
+            timeout,
+            compression: Compression::Gzip,
+            service_name: None,
+            resource_attributes: Vec::new(),
+            export_interval: Duration::from_secs(60),
+        };
+        let limit = |timeout| {
+            let sender = Sender::new(&config(timeout), false);
+            (sender.agent.config().timeouts().global, sender.timeout)
+        };
+        let two = Duration::from_secs(2);
+        assert_eq!(limit(Some(two)), (Some(two), two));
+        // "No timeout" still ends a hung attempt, after an hour.
+        assert_eq!(limit(None), (Some(UNCONFIGURED_ATTEMPT_LIMIT), UNCONFIGURED_ATTEMPT_LIMIT));
+        assert_eq!(UNCONFIGURED_ATTEMPT_LIMIT, Duration::from_secs(3600));
     }
 
     #[test]

@@ -249,7 +249,10 @@ impl HttpExporter {
 impl Drop for HttpExporter {
     /// Flushes for up to [`DROP_FLUSH_TIMEOUT`], then stops the thread
     /// (requests still queued are dropped; an attempt in progress finishes
-    /// on its own, unretried).
+    /// on its own, unretried). Returns within `DROP_FLUSH_TIMEOUT +
+    /// DROP_JOIN_TIMEOUT` whatever the server does: a thread still in an
+    /// attempt then is detached, and exits when the attempt's time limit
+    /// (the configured timeout, or 1 h when none is configured) ends it.
     fn drop(&mut self) {
         self.flush(DROP_FLUSH_TIMEOUT);
         let deadline = Instant::now() + DROP_JOIN_TIMEOUT;

@@ -490,6 +490,31 @@ fn drop_is_prompt_while_the_endpoint_is_down() {
 }
 
 #[test]
+fn drop_is_prompt_while_a_server_without_timeout_never_answers() {
+    // The kernel completes the connection (backlog), nobody ever answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1development/profiles", silent.local_addr().unwrap());
+    // No configured timeout: the attempt is capped at an hour, not forever,
+    // and dropping the exporter still returns after its bounded waits.
+    let exporter = start(ExportConfig { timeout: None, ..config(url) }, fast());
+    exporter.submit(b"unanswered".to_vec());
+    let t = Instant::now();
+    while !exporter.stats().in_flight {
+        assert!(t.elapsed() < Duration::from_secs(2));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let t = Instant::now();
+    drop(exporter);
+    let took = t.elapsed();
+    assert!(
+        took >= DROP_FLUSH_TIMEOUT
+            && took < DROP_FLUSH_TIMEOUT + DROP_JOIN_TIMEOUT + Duration::from_secs(1),
+        "{took:?}"
+    );
+    drop(silent);
+}
+
+#[test]
 fn debug_never_shows_header_values() {
     let server = TestServer::start(vec![Canned::ok()]);
     let mut cfg = config(server.url());
