@@ -189,7 +189,7 @@ pub(crate) fn resolve(
     let mut headers: Vec<(String, Secret)> = Vec::new();
     let mut builder_headers = Vec::with_capacity(settings.headers.len());
     for (k, v) in &settings.headers {
-        builder_headers.push(check_header("header", k.trim(), v.trim())?);
+        builder_headers.push(check_header("header", k.trim(), v.trim(), false)?);
     }
 
     let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
@@ -466,6 +466,13 @@ fn redacted_part(part: &str) -> String {
     if end == part.len() { part.to_owned() } else { format!("{}<redacted>", &part[..end]) }
 }
 
+/// What an error shows of a part of a secret-bearing value that may be all
+/// secret (an item without `=` may be a pasted bare token): its length
+/// only.
+fn redacted_len(part: &str) -> String {
+    format!("<redacted> ({} characters)", part.chars().count())
+}
+
 /// An HTTP token character (RFC 9110 `tchar`).
 fn is_tchar(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
@@ -475,8 +482,15 @@ fn is_tchar(c: char) -> bool {
 const RESERVED_HEADERS: [&str; 4] =
     ["content-type", "content-encoding", "content-length", "transfer-encoding"];
 
-/// Checks one (decoded, trimmed) header.
-fn check_header(setting: &'static str, key: &str, value: &str) -> Result<(String, Secret), Error> {
+/// Checks one (decoded, trimmed) header. `from_env`: the name comes from a
+/// headers variable, where a bad name may be part of a pasted token, so
+/// only its length is shown.
+fn check_header(
+    setting: &'static str,
+    key: &str,
+    value: &str,
+    from_env: bool,
+) -> Result<(String, Secret), Error> {
     if key.is_empty() {
         return Err(config_error(
             setting,
@@ -486,9 +500,10 @@ fn check_header(setting: &'static str, key: &str, value: &str) -> Result<(String
         ));
     }
     if !key.chars().all(is_tchar) {
+        let shown = if from_env { redacted_len(key) } else { redacted_part(key) };
         return Err(config_error(
             setting,
-            &redacted_part(key),
+            &shown,
             "is not a valid header name: use letters, digits and -, e.g. x-api-key".to_owned(),
         ));
     }
@@ -535,7 +550,7 @@ fn parse_pairs(
         if part.is_empty() {
             continue;
         }
-        let shown = |part: &str| if secret { redacted_part(part) } else { part.to_owned() };
+        let shown = |part: &str| if secret { redacted_len(part) } else { part.to_owned() };
         let Some((k, v)) = part.split_once('=') else {
             return Err(config_error(
                 setting,
@@ -547,7 +562,7 @@ fn parse_pairs(
         let Some(key) = percent_decode(k) else {
             return Err(config_error(
                 setting,
-                &redacted_part(k),
+                &if secret { redacted_len(k) } else { redacted_part(k) },
                 "has a bad percent-escape in a key: write %XX with two hex digits of UTF-8, e.g. \
                  %3D for =, %2C for a comma, %25 for %"
                     .to_owned(),
@@ -555,8 +570,11 @@ fn parse_pairs(
         };
         let key = key.trim().to_owned();
         let Some(value) = percent_decode(v) else {
-            let shown =
-                if secret { format!("{}=<redacted>", redacted_part(&key)) } else { shown(part) };
+            let shown = if secret {
+                format!("{}=<redacted>", redacted_part(&key))
+            } else {
+                part.to_owned()
+            };
             return Err(config_error(
                 setting,
                 &shown,
@@ -584,7 +602,7 @@ fn parse_pairs(
 fn parse_headers(setting: &'static str, raw: &str) -> Result<Vec<(String, Secret)>, Error> {
     parse_pairs(setting, raw, true, "authorization=Bearer%20TOKEN")?
         .into_iter()
-        .map(|(k, v)| check_header(setting, &k, v.trim()))
+        .map(|(k, v)| check_header(setting, &k, v.trim(), true))
         .collect()
 }
 
@@ -853,8 +871,8 @@ mod tests {
         let e = err(&[BASE, (ENV_HEADERS, "authorization")]);
         assert_eq!(
             e,
-            "OTEL_EXPORTER_OTLP_HEADERS: \"authorization\" has no \"=\": write key=value pairs \
-             separated by commas, e.g. authorization=Bearer%20TOKEN"
+            "OTEL_EXPORTER_OTLP_HEADERS: \"<redacted> (13 characters)\" has no \"=\": write \
+             key=value pairs separated by commas, e.g. authorization=Bearer%20TOKEN"
         );
         for (value, needle) in [
             ("authorization: Bearer hunter2", "has no \"=\""),
@@ -885,6 +903,42 @@ mod tests {
         };
         let e = resolve(&s, &env_of(&[BASE])).unwrap_err().to_string();
         assert!(e.starts_with("header: ") && !e.contains("hun"), "{e}");
+    }
+
+    #[test]
+    fn a_bare_token_in_a_headers_variable_is_never_shown() {
+        // Tokens made only of letters, '_', '-' and '.' (GitHub's ghp_…, or
+        // dotted JWT-like strings) used to be shown whole by the heuristic
+        // that kept the "name-looking" start of an item.
+        for token in [
+            "ghp_AbCdEfGhIjKlMnOpQrStUvWxYz",
+            "eyJhbGciOiJIUzI.eyJzdWIiOiIx.SflKxwRJSMeKKF",
+            "Bearer sk-live-AbCdEfGhIjKlMn",
+            "tokenWithNoDigits",
+        ] {
+            for var in [ENV_HEADERS, ENV_PROFILES_HEADERS] {
+                let e = err(&[BASE, (var, &format!("x-ok=1,{token}"))]);
+                assert!(e.starts_with(var) && e.contains("has no \"="), "{e}");
+                let len = token.chars().count();
+                assert!(e.contains(&format!("\"<redacted> ({len} characters)\"")), "{e}");
+                // ("Bearer" is in the message's example.)
+                for piece in
+                    token.split([' ', '.', '_', '-']).filter(|p| p.len() > 3 && *p != "Bearer")
+                {
+                    assert!(!e.contains(piece), "{token:?} leaked {piece:?}: {e}");
+                }
+            }
+            // A token mistaken for a header name (its '=' padding taken for
+            // the separator) is not shown either.
+            let e = err(&[BASE, (ENV_HEADERS, &format!("{token}%zz=x"))]);
+            assert!(!e.contains(&token[..token.len().min(8)]), "{e}");
+            let e = err(&[BASE, (ENV_HEADERS, &format!("{token}/x=="))]);
+            assert!(e.contains("not a valid header name"), "{e}");
+            assert!(!e.contains(&token[..token.len().min(8)]), "{e}");
+        }
+        // Not secret: resource attributes still show the item.
+        let e = err(&[BASE, (ENV_RESOURCE_ATTRIBUTES, "team")]);
+        assert!(e.contains("\"team\" has no"), "{e}");
     }
 
     #[test]
