@@ -8,7 +8,7 @@
 //! | what | sources |
 //! |---|---|
 //! | endpoint | builder `otlp_endpoint` (as-is if it has a path, else `+ /v1development/profiles`) > `OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT` (same rule) > `OTEL_EXPORTER_OTLP_ENDPOINT` (always `+ /v1development/profiles`); none of them = export off |
-//! | headers | merged by name (case-insensitive): `OTEL_EXPORTER_OTLP_HEADERS` < `OTEL_EXPORTER_OTLP_PROFILES_HEADERS` < builder `header` |
+//! | headers | `OTEL_EXPORTER_OTLP_PROFILES_HEADERS` if set, else `OTEL_EXPORTER_OTLP_HEADERS` (the signal-specific variable replaces the generic one entirely, as the spec and the Go and Java SDKs have it); builder `header`s are added on top, replacing same-named (case-insensitive) ones |
 //! | timeout | builder `otlp_timeout` > `..._PROFILES_TIMEOUT` > `OTEL_EXPORTER_OTLP_TIMEOUT` > 10 s; 0 = none configured: each attempt is still cut off after 1 h ([`MAX_TIMEOUT`]) |
 //! | compression | builder > `..._PROFILES_COMPRESSION` > `OTEL_EXPORTER_OTLP_COMPRESSION` > `gzip` |
 //! | protocol | `..._PROFILES_PROTOCOL` > `OTEL_EXPORTER_OTLP_PROTOCOL`; only `http/protobuf` |
@@ -127,8 +127,9 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Checked OTLP export settings.
-#[derive(Clone, Debug)]
+/// Checked OTLP export settings. `Debug` redacts header values and the
+/// URL's query (it may carry an API key).
+#[derive(Clone)]
 pub(crate) struct ExportConfig {
     /// The full POST URL.
     pub url: String,
@@ -148,6 +149,20 @@ pub(crate) struct ExportConfig {
     pub resource_attributes: Vec<(String, String)>,
     /// Time between two exports.
     pub export_interval: Duration,
+}
+
+impl fmt::Debug for ExportConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExportConfig")
+            .field("url", &redact_url(&self.url))
+            .field("headers", &self.headers)
+            .field("timeout", &self.timeout)
+            .field("compression", &self.compression)
+            .field("service_name", &self.service_name)
+            .field("resource_attributes", &self.resource_attributes)
+            .field("export_interval", &self.export_interval)
+            .finish()
+    }
 }
 
 /// Resolves the builder's settings and the environment (`env` looks a
@@ -210,11 +225,17 @@ pub(crate) fn resolve(
         check_protocol(ENV_PROTOCOL, &p)?;
     }
 
-    for name in [ENV_HEADERS, ENV_PROFILES_HEADERS] {
-        if let Some(raw) = env(name) {
-            for h in parse_headers(name, &raw)? {
-                merge_header(&mut headers, h);
-            }
+    // The signal-specific variable replaces the generic one, not merged
+    // with it (OTLP exporter spec; the Go and Java SDKs do the same): a
+    // generic token for traces must not reach the profiles backend when
+    // profiles have their own headers. The unused one is not checked.
+    let env_headers = match env(ENV_PROFILES_HEADERS) {
+        Some(raw) => Some((ENV_PROFILES_HEADERS, raw)),
+        None => env(ENV_HEADERS).map(|raw| (ENV_HEADERS, raw)),
+    };
+    if let Some((name, raw)) = env_headers {
+        for h in parse_headers(name, &raw)? {
+            merge_header(&mut headers, h);
         }
     }
     for h in builder_headers {
@@ -838,17 +859,29 @@ mod tests {
 
     #[test]
     fn headers_merge_decode_and_stay_secret() {
-        let c = ok(&[
-            BASE,
-            (ENV_HEADERS, " Authorization = Bearer%20generic , x-a=1,, x-b=%3D%2C "),
-            (ENV_PROFILES_HEADERS, "authorization=Bearer%20profiles,x-c=3"),
-        ]);
-        let h: Vec<(&str, &str)> =
-            c.headers.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
+        let headers = |c: &ExportConfig| -> Vec<(String, String)> {
+            c.headers.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())).collect()
+        };
+        let pairs = |p: &[(&str, &str)]| -> Vec<(String, String)> {
+            p.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        };
+        let generic = (ENV_HEADERS, " Authorization = Bearer%20generic , x-a=1,, x-b=%3D%2C ");
+        let c = ok(&[BASE, generic]);
         assert_eq!(
-            h,
-            [("authorization", "Bearer profiles"), ("x-a", "1"), ("x-b", "=,"), ("x-c", "3")]
+            headers(&c),
+            pairs(&[("Authorization", "Bearer generic"), ("x-a", "1"), ("x-b", "=,")])
         );
+        // The profiles variable replaces the generic one entirely (the spec,
+        // the Go and Java SDKs): none of the generic headers go out, and a
+        // bad generic value is not even looked at.
+        let profiles = (ENV_PROFILES_HEADERS, "authorization=Bearer%20profiles,x-c=3");
+        let c = ok(&[BASE, generic, profiles]);
+        assert_eq!(headers(&c), pairs(&[("authorization", "Bearer profiles"), ("x-c", "3")]));
+        let c = ok(&[BASE, (ENV_HEADERS, "junk without equals"), profiles]);
+        assert_eq!(headers(&c).len(), 2);
+        // A blank profiles variable counts as unset.
+        let c = ok(&[BASE, generic, (ENV_PROFILES_HEADERS, "  ")]);
+        assert_eq!(headers(&c).len(), 3);
         let s = OtlpSettings {
             headers: vec![("X-A".into(), "builder".into()), ("x-d".into(), "4".into())],
             ..Default::default()
@@ -939,6 +972,19 @@ mod tests {
         // Not secret: resource attributes still show the item.
         let e = err(&[BASE, (ENV_RESOURCE_ATTRIBUTES, "team")]);
         assert!(e.contains("\"team\" has no"), "{e}");
+    }
+
+    #[test]
+    fn debug_of_the_resolved_config_redacts_the_url_query() {
+        let c = ok(&[
+            (ENV_PROFILES_ENDPOINT, "https://ingest.example/v1development/profiles?api_key=k3yk3y"),
+            (ENV_HEADERS, "authorization=Bearer%20hunter2"),
+        ]);
+        assert!(c.url.contains("api_key=k3yk3y"), "the real URL keeps its query");
+        let shown = format!("{c:?}{c:#?}");
+        assert!(!shown.contains("k3yk3y") && !shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("https://ingest.example/v1development/profiles?<redacted>"));
+        assert!(shown.contains("authorization"), "{shown}");
     }
 
     #[test]
