@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::drain::{WindowId, lock};
 use crate::error::Error;
-use crate::export::{ExportStats, HttpExporter};
+use crate::export::{ExportCounters, ExportStats, HttpExporter};
 use crate::files::RotatingWriter;
 use crate::otlp::{self, ResourceInfo};
 use crate::profile::Profile;
@@ -50,7 +50,10 @@ pub struct FileStats {
 struct Shared {
     stop: Mutex<bool>,
     wake: Condvar,
+    /// Held for a whole export round (encoding, queueing, writing and
+    /// syncing files): never taken to read counters.
     outputs: Mutex<Outputs>,
+    /// Held only to update or copy the counters.
     files: Mutex<FileStats>,
 }
 
@@ -58,6 +61,10 @@ struct Shared {
 pub(crate) struct Periodic {
     shared: Arc<Shared>,
     handle: Option<JoinHandle<()>>,
+    /// The OTLP exporter's counters, read without `outputs`.
+    export: Option<ExportCounters>,
+    /// Whether files are written (`outputs.files.is_some()`).
+    files: bool,
 }
 
 impl Periodic {
@@ -68,6 +75,8 @@ impl Periodic {
         outputs: Outputs,
     ) -> Result<Self, Error> {
         let window = lock(&session.state).open_window();
+        let export = outputs.otlp.as_ref().map(|(exporter, _)| exporter.counters());
+        let files = outputs.files.is_some();
         let shared = Arc::new(Shared {
             stop: Mutex::new(false),
             wake: Condvar::new(),
@@ -79,7 +88,7 @@ impl Periodic {
             .name("lowprof-periodic".into())
             .spawn(move || run(&session, &for_thread, window, interval))
             .map_err(Error::Spawn)?;
-        Ok(Self { shared, handle: Some(handle) })
+        Ok(Self { shared, handle: Some(handle), export, files })
     }
 
     /// Exports once more, stops the thread, and waits up to `flush` for the
@@ -96,14 +105,16 @@ impl Periodic {
         Final { export: self.export_stats(), files: self.file_stats() }
     }
 
-    /// The OTLP exporter's counters, if OTLP export is on.
+    /// The OTLP exporter's counters, if OTLP export is on. Never waits for
+    /// an export round.
     pub(crate) fn export_stats(&self) -> Option<ExportStats> {
-        lock(&self.shared.outputs).otlp.as_ref().map(|(exporter, _)| exporter.stats())
+        self.export.as_ref().map(ExportCounters::stats)
     }
 
-    /// The file output's counters, if files are written.
+    /// The file output's counters, if files are written. Never waits for
+    /// an export round (only for another counter update).
     pub(crate) fn file_stats(&self) -> Option<FileStats> {
-        lock(&self.shared.outputs).files.is_some().then(|| lock(&self.shared.files).clone())
+        self.files.then(|| lock(&self.shared.files).clone())
     }
 }
 
@@ -155,10 +166,13 @@ fn export_once(session: &Session, shared: &Shared, window: WindowId) {
         exporter.submit(otlp::encode_request(&profiles, resource));
     }
     if let Some(writer) = outputs.files.as_mut() {
-        let mut stats = lock(&shared.files);
         for (prefix, profile) in [("heap", heap.as_ref()), ("cpu", cpu.as_ref())] {
             let Some(profile) = profile else { continue };
-            match writer.write(prefix, profile) {
+            // Write (and fsync) first; the counters' lock is taken only to
+            // count, so `stats()` never waits for the disk.
+            let written = writer.write(prefix, profile);
+            let mut stats = lock(&shared.files);
+            match written {
                 Ok(_) => stats.written += 1,
                 Err(e) => {
                     stats.failed += 1;
@@ -166,5 +180,59 @@ fn export_once(session: &Session, shared: &Shared, window: WindowId) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builder::ProfilerBuilder;
+    use crate::config::{Compression, ExportConfig};
+    use crate::symbolize_thread::SymbolizeThread;
+    use std::sync::mpsc;
+
+    fn session() -> Arc<Session> {
+        let config = ProfilerBuilder::default().heap(false).cpu_hz(0);
+        Arc::new(Session::new(config, SymbolizeThread::spawn().unwrap(), false))
+    }
+
+    fn outputs(dir: &std::path::Path) -> Outputs {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let export = ExportConfig {
+            url: format!("http://127.0.0.1:{port}/v1development/profiles"),
+            headers: Vec::new(),
+            timeout: Some(Duration::from_secs(1)),
+            compression: Compression::Gzip,
+            service_name: None,
+            resource_attributes: Vec::new(),
+            export_interval: Duration::from_secs(3600),
+        };
+        let resource = otlp::detect_resource(Some("test"), &[]);
+        Outputs {
+            otlp: Some((HttpExporter::start(export).unwrap(), resource)),
+            files: Some(RotatingWriter::new(dir.join("profiles"), 3).unwrap()),
+        }
+    }
+
+    #[test]
+    fn stats_never_wait_for_an_export_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let periodic = Arc::new(
+            Periodic::start(session(), Duration::from_secs(3600), outputs(dir.path())).unwrap(),
+        );
+        // An export round in progress holds `outputs` (encoding, writing,
+        // fsync); stats() must still answer.
+        let round = lock(&periodic.shared.outputs);
+        let (tx, rx) = mpsc::channel();
+        let reader = Arc::clone(&periodic);
+        let thread = std::thread::spawn(move || {
+            let _ = tx.send((reader.export_stats(), reader.file_stats()));
+        });
+        let answered = rx.recv_timeout(Duration::from_secs(2));
+        drop(round);
+        thread.join().unwrap();
+        let (export, files) = answered.expect("stats() blocked behind the export round");
+        assert_eq!(export.map(|e| e.requests_sent), Some(0));
+        assert_eq!(files, Some(FileStats::default()));
     }
 }

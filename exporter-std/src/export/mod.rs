@@ -125,6 +125,15 @@ impl Shared {
         }
     }
 
+    /// A snapshot of the counters.
+    fn stats(&self) -> ExportStats {
+        let state = self.lock();
+        let mut stats = state.stats.clone();
+        stats.queued = state.queue.len();
+        stats.in_flight = state.in_flight;
+        stats
+    }
+
     /// Sleeps for `duration` unless shut down first; returns whether it
     /// was shut down.
     fn sleep_unless_shutdown(&self, duration: Duration) -> bool {
@@ -238,11 +247,26 @@ impl HttpExporter {
 
     /// A snapshot of the counters.
     pub(crate) fn stats(&self) -> ExportStats {
-        let state = self.shared.lock();
-        let mut stats = state.stats.clone();
-        stats.queued = state.queue.len();
-        stats.in_flight = state.in_flight;
-        stats
+        self.shared.stats()
+    }
+
+    /// A handle that reads the counters without the exporter itself, so
+    /// whoever owns the exporter (and may be busy with it) never stands
+    /// between a reader and the counters.
+    pub(crate) fn counters(&self) -> ExportCounters {
+        ExportCounters(Arc::clone(&self.shared))
+    }
+}
+
+/// Reads an [`HttpExporter`]'s counters; see [`HttpExporter::counters`].
+/// Takes only the exporter's state lock, which is never held across I/O.
+#[derive(Clone)]
+pub(crate) struct ExportCounters(Arc<Shared>);
+
+impl ExportCounters {
+    /// A snapshot of the counters.
+    pub(crate) fn stats(&self) -> ExportStats {
+        self.0.stats()
     }
 }
 
