@@ -94,6 +94,9 @@ pub(crate) struct State {
     pub records: u64,
     heap_scratch: Vec<u64>,
     cpu_scratch: Vec<u64>,
+    /// The profiler that owned this state has shut down: the rings may
+    /// belong to a newer profiler now, so nothing is drained any more.
+    closed: bool,
 }
 
 impl State {
@@ -110,7 +113,18 @@ impl State {
             records: 0,
             heap_scratch: vec![0; lowprof_alloc::RECORD_WORDS],
             cpu_scratch: vec![0; lowprof_sampler::RECORD_WORDS],
+            closed: false,
         }
+    }
+
+    /// Marks the state closed: [`State::drain`] does nothing from now on.
+    pub(crate) fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// Whether [`State::close`] was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
     }
 
     /// Opens a CPU window; samples drained from now on go into it too.
@@ -154,8 +168,13 @@ impl State {
             .map_or(0, |(_, w)| w.agg.stacks.len())
     }
 
-    /// Moves every queued record into the aggregates.
+    /// Moves every queued record into the aggregates. Does nothing once
+    /// closed: the rings are process-wide, and after its profiler has shut
+    /// down another one may be using them.
     pub(crate) fn drain(&mut self, heap: bool, cpu: bool) {
+        if self.closed {
+            return;
+        }
         let State { heap: heap_agg, cpu_windows, heap_scratch, cpu_scratch, records, .. } = self;
         if heap {
             let n = lowprof_alloc::drain(heap_scratch, |event| match event {

@@ -46,6 +46,9 @@ pub enum Error {
     /// This profiler was started by the parent of this forked process; its
     /// threads do not exist here, so it is off in the child.
     ForkedChild,
+    /// The profiler was stopped (or dropped) while this profile was asked
+    /// for or being taken, e.g. by a `/debug/pprof` request still in flight.
+    Stopped,
     /// An OTLP export setting (a builder method or an `OTEL_*` environment
     /// variable) has a value lowprof cannot use.
     Config {
@@ -134,6 +137,10 @@ impl fmt::Display for Error {
             Error::ForkedChild => f.write_str(
                 "this profiler was started in the parent process and is off in this forked child: start a new \
                  profiler in the child if you want to profile it",
+            ),
+            Error::Stopped => f.write_str(
+                "the profiler was stopped (stop() or drop) before this profile was complete: its profiles \
+                 can no longer be taken; start a new profiler to profile again",
             ),
             Error::SymbolizerFailed => f.write_str(
                 "the lowprof-symbolize thread failed while building this profile; it has been reset, ask again \

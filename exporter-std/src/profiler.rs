@@ -39,6 +39,8 @@ static RUNNING: AtomicBool = AtomicBool::new(false);
 /// discarding the final profiles).
 pub struct Profiler {
     session: Option<Arc<Session>>,
+    /// This profiler holds `RUNNING` (until `release`).
+    holds_running: bool,
     drainer: Option<JoinHandle<()>>,
     periodic: Option<Periodic>,
     #[cfg(feature = "serve")]
@@ -163,6 +165,7 @@ impl Profiler {
         let mut profiler = match drainer {
             Ok(handle) => Profiler {
                 session: Some(Arc::clone(&session)),
+                holds_running: true,
                 drainer: Some(handle),
                 periodic: None,
                 #[cfg(feature = "serve")]
@@ -269,6 +272,10 @@ impl Profiler {
 
     /// Stops profiling and returns the final profiles. Configured outputs
     /// get one last export first (OTLP waits up to 5 s for delivery).
+    ///
+    /// Pull-endpoint requests still in flight then fail with
+    /// [`Error::Stopped`] (a `/debug/pprof/profile?seconds=N` ends at once,
+    /// answered 503).
     pub fn stop(mut self) -> Result<Report, Error> {
         let session = Arc::clone(self.session()?);
         // Counters after the final export round and its flush.
@@ -279,7 +286,10 @@ impl Profiler {
             }
             None => (None, None),
         };
-        self.shutdown();
+        self.halt();
+        // The final profiles drain the rings one last time: before the
+        // session is closed and another profiler may start. On an error,
+        // `drop` closes it.
         let config = &session.config;
         let heap = if config.heap && lowprof_alloc::is_installed() {
             Some(session.heap_profile()?)
@@ -287,6 +297,7 @@ impl Profiler {
             None
         };
         let cpu = if config.cpu_hz > 0 { Some(session.cpu_profile()?) } else { None };
+        self.release();
         let mut stats = session.stats();
         stats.export = export;
         stats.files = files;
@@ -315,8 +326,16 @@ impl Profiler {
         }
     }
 
-    /// Stops the outputs, the samplers and the drainer; idempotent.
+    /// Stops everything and lets another profiler start; idempotent.
     fn shutdown(&mut self) {
+        self.halt();
+        self.release();
+    }
+
+    /// Stops the outputs, the pull endpoint, the samplers and the drainer;
+    /// idempotent. The session stays open (the final profiles can still be
+    /// taken) and no other profiler can start yet.
+    fn halt(&mut self) {
         let Some(session) = self.session.as_ref() else { return };
         if session.in_forked_child() {
             self.abandon_in_child();
@@ -332,6 +351,19 @@ impl Profiler {
             session.stopping.store(true, Ordering::Release);
             drain::wake();
             let _ = drainer.join();
+        }
+    }
+
+    /// Closes the session, so that threads still holding it (pull requests
+    /// in flight) never drain the rings again, and only then lets another
+    /// profiler start; idempotent.
+    fn release(&mut self) {
+        let Some(session) = self.session.as_ref() else { return };
+        if session.in_forked_child() {
+            return;
+        }
+        session.close();
+        if std::mem::take(&mut self.holds_running) {
             RUNNING.store(false, Ordering::Release);
         }
     }

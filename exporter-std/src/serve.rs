@@ -53,7 +53,7 @@
 //! | 431  | request line and headers over 16 KiB                                                  |
 //! | 500  | the profiler failed (the message says why)                                            |
 //! | 501  | heap profile asked for but lowprof's allocator is not the global allocator; `Transfer-Encoding` request bodies |
-//! | 503  | 8 connections already open (with `Retry-After: 1`)                                    |
+//! | 503  | 8 connections already open (with `Retry-After: 1`); the profiler was stopped while the request was served (a CPU profile in progress ends at once) |
 //! | 505  | not HTTP/1.x                                                                          |
 //!
 //! # Concurrency
@@ -93,7 +93,10 @@ use crate::profile::Profile;
 
 /// What the server serves; implemented by the profiler session.
 ///
-/// Called from the connection threads, possibly from several at once.
+/// Called from the connection threads, possibly from several at once, and
+/// possibly after the profiler has stopped (a request in flight outlives
+/// [`PprofServer`]'s drop): then both methods fail with [`Error::Stopped`],
+/// and `cpu_for` returns as soon as that happens.
 pub(crate) trait ProfileSource: Send + Sync + 'static {
     /// The heap profile now (default sample type `inuse_space`).
     fn heap(&self) -> Result<Profile, Error>;
@@ -915,11 +918,13 @@ impl Response {
     }
 
     /// A profiler error: 404 for a profile turned off, 501 for a heap
-    /// profile without lowprof's allocator, else 500.
+    /// profile without lowprof's allocator, 503 once the profiler is
+    /// stopped, else 500.
     fn from_error(error: &Error) -> Self {
         let status = match error {
             Error::HeapDisabled | Error::CpuDisabled => 404,
             Error::HeapNotInstalled => 501,
+            Error::Stopped => 503,
             _ => 500,
         };
         Self::error(status, error.to_string())
@@ -1029,6 +1034,7 @@ mod tests {
         CpuDisabled,
         NotInstalled,
         Failing,
+        Stopped,
     }
 
     /// A source serving the pprof fixture, or failing as told.
@@ -1044,6 +1050,7 @@ mod tests {
                 Mode::HeapDisabled => Err(Error::HeapDisabled),
                 Mode::NotInstalled => Err(Error::HeapNotInstalled),
                 Mode::Failing => Err(Error::SymbolizerFailed),
+                Mode::Stopped => Err(Error::Stopped),
             }
         }
 
@@ -1052,6 +1059,7 @@ mod tests {
             match self.mode {
                 Mode::CpuDisabled => Err(Error::CpuDisabled),
                 Mode::Failing => Err(Error::SymbolizerFailed),
+                Mode::Stopped => Err(Error::Stopped),
                 _ => {
                     thread::sleep(duration);
                     Ok(cpu_profile(duration))
@@ -1331,6 +1339,8 @@ mod tests {
             (Mode::NotInstalled, "/debug/pprof/heap", 501),
             (Mode::Failing, "/debug/pprof/heap", 500),
             (Mode::Failing, "/debug/pprof/profile?seconds=1", 500),
+            (Mode::Stopped, "/debug/pprof/heap", 503),
+            (Mode::Stopped, "/debug/pprof/profile?seconds=1", 503),
         ] {
             let server = server(mode);
             let reply = get(server.local_addr(), path);
@@ -1340,6 +1350,7 @@ mod tests {
                 Mode::HeapDisabled => Error::HeapDisabled,
                 Mode::CpuDisabled => Error::CpuDisabled,
                 Mode::NotInstalled => Error::HeapNotInstalled,
+                Mode::Stopped => Error::Stopped,
                 _ => Error::SymbolizerFailed,
             };
             assert_eq!(reply.text(), format!("{expected}\n"));

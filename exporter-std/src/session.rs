@@ -11,9 +11,17 @@
 //!
 //! Symbolization runs outside the aggregate lock, so the drainer keeps
 //! emptying the rings while a profile is built.
+//!
+//! A session is *closed* when its profiler shuts down (`stop()`, drop),
+//! before another profiler can start: the rings are process-wide, so a
+//! thread still holding the session (a `/debug/pprof` request in flight)
+//! must not drain the next profiler's records. Closing happens under the
+//! state lock and every drain checks it under the same lock; profiles asked
+//! for afterwards fail with [`Error::Stopped`], and a CPU window being
+//! waited for ends at once.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::aggregate::{CpuKey, CpuTime, HeapKey, InUse, is_linked};
@@ -43,6 +51,10 @@ pub(crate) struct Session {
     /// The process that started the session: in a forked child its threads
     /// and locks are not there.
     pid: u32,
+    /// Set (and `closed_changed` signalled) by [`Session::close`]; the
+    /// authority for drains is `State::is_closed`, this wakes sleepers.
+    closed: Mutex<bool>,
+    closed_changed: Condvar,
 }
 
 impl Session {
@@ -61,6 +73,49 @@ impl Session {
             sampling_stopped: AtomicBool::new(false),
             symbolizer,
             pid: std::process::id(),
+            closed: Mutex::new(false),
+            closed_changed: Condvar::new(),
+        }
+    }
+
+    /// Closes the session (idempotent): nothing drains into it any more,
+    /// profiles fail with [`Error::Stopped`], and [`Session::cpu_for`] calls
+    /// waiting for their window return at once. Call it before another
+    /// profiler can start.
+    pub(crate) fn close(&self) {
+        // Under the state lock: a drain in progress finishes first, and none
+        // starts after this.
+        lock(&self.state).close();
+        *lock(&self.closed) = true;
+        self.closed_changed.notify_all();
+    }
+
+    /// The state, locked, unless the session is closed.
+    fn open_state(&self) -> Result<MutexGuard<'_, State>, Error> {
+        let state = lock(&self.state);
+        if state.is_closed() {
+            return Err(Error::Stopped);
+        }
+        Ok(state)
+    }
+
+    /// Sleeps for `duration`, or until the session is closed; returns
+    /// whether it was closed.
+    fn sleep_unless_closed(&self, duration: Duration) -> bool {
+        let deadline = Instant::now() + duration;
+        let mut closed = lock(&self.closed);
+        loop {
+            if *closed {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            closed = match self.closed_changed.wait_timeout(closed, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
         }
     }
 
@@ -94,6 +149,7 @@ impl Session {
     /// this moment), unbiased per sample.
     pub(crate) fn heap_profile(&self) -> Result<Profile, Error> {
         self.symbolizer()?;
+        drop(self.open_state()?);
         let config = &self.config;
         if !config.heap {
             return Err(Error::HeapDisabled);
@@ -101,9 +157,9 @@ impl Session {
         if !lowprof_alloc::is_installed() {
             return Err(Error::HeapNotInstalled);
         }
-        let (in_use, baseline) = self.in_use_now(config.cpu_hz > 0);
+        let (in_use, baseline) = self.in_use_now(config.cpu_hz > 0)?;
         let (stacks, values) = {
-            let state = lock(&self.state);
+            let state = self.open_state()?;
             let mut by_stack: hashbrown::HashMap<HeapKey, [f64; 4]> = hashbrown::HashMap::new();
             for (&s, e) in &state.heap.alloc {
                 let v = by_stack.entry(s).or_default();
@@ -171,11 +227,11 @@ impl Session {
     /// The sampled blocks live now, attributed to their stacks: scan the
     /// region first, then drain, so every block seen has had the chance to
     /// deliver its record; give records still in flight a second chance.
-    fn in_use_now(&self, cpu: bool) -> (InUse, HeapBaseline) {
+    fn in_use_now(&self, cpu: bool) -> Result<(InUse, HeapBaseline), Error> {
         let mut live = Vec::new();
         let mut in_use = InUse::default();
         let (epoch, baseline, mut unmatched) = {
-            let mut state = lock(&self.state);
+            let mut state = self.open_state()?;
             let epoch = state.heap.begin_snapshot();
             lowprof_alloc::for_each_live(|block| live.push(block));
             state.drain(true, cpu);
@@ -194,7 +250,7 @@ impl Session {
             // A record is pushed right after its block is published: a
             // moment later it is in the rings.
             std::thread::sleep(std::time::Duration::from_millis(2));
-            let mut state = lock(&self.state);
+            let mut state = self.open_state()?;
             state.drain(true, cpu);
             unmatched = state.heap.attribute(&unmatched, &mut in_use);
         }
@@ -202,7 +258,7 @@ impl Session {
             in_use.pending.add(b.weight, b.size);
         }
         lock(&self.state).heap.prune(&live, epoch);
-        (in_use, baseline)
+        Ok((in_use, baseline))
     }
 
     /// The CPU profile of window `window` since it was opened or last taken:
@@ -215,7 +271,7 @@ impl Session {
             return Err(Error::CpuDisabled);
         }
         let taken = {
-            let mut state = lock(&self.state);
+            let mut state = self.open_state()?;
             state.drain(config.heap, true);
             state.take_window(window).ok_or(Error::CpuDisabled)?
         };
@@ -261,14 +317,19 @@ impl Session {
     }
 
     /// The CPU profile of the next `duration` (blocks that long), in a window
-    /// of its own: other consumers' windows are not disturbed.
+    /// of its own: other consumers' windows are not disturbed. Fails with
+    /// [`Error::Stopped`] as soon as the session is closed, without waiting
+    /// out `duration`.
     pub(crate) fn cpu_for(&self, duration: Duration) -> Result<Profile, Error> {
         if self.config.cpu_hz == 0 {
             return Err(Error::CpuDisabled);
         }
-        let window = lock(&self.state).open_window();
-        std::thread::sleep(duration);
-        let profile = self.cpu_profile_of(window);
+        let window = self.open_state()?.open_window();
+        let profile = if self.sleep_unless_closed(duration) {
+            Err(Error::Stopped)
+        } else {
+            self.cpu_profile_of(window)
+        };
         lock(&self.state).close_window(window);
         profile
     }
@@ -414,4 +475,38 @@ fn context_labels(context: lowprof_core::event::ContextWords) -> Vec<Label> {
 
 fn round(v: f64) -> i64 {
     v.round() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn a_closed_session_fails_at_once_without_draining() {
+        let config = ProfilerBuilder::default().cpu_hz(99);
+        let symbolizer = SymbolizeThread::spawn().unwrap();
+        let session = Arc::new(Session::new(config, symbolizer, false));
+        // A pull request waiting out a 300 s CPU window.
+        let t = Instant::now();
+        let waiter = {
+            let session = Arc::clone(&session);
+            std::thread::spawn(move || session.cpu_for(Duration::from_secs(300)))
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        session.close();
+        let answer = waiter.join().unwrap();
+        assert!(matches!(answer, Err(Error::Stopped)), "{answer:?}");
+        assert!(t.elapsed() < Duration::from_secs(5), "woke at close: {:?}", t.elapsed());
+        // Its window is gone, and nothing can be taken any more.
+        assert!(lock(&session.state).take_window(USER_WINDOW + 1).is_none());
+        assert!(matches!(session.heap_profile(), Err(Error::Stopped)));
+        assert!(matches!(session.cpu_profile(), Err(Error::Stopped)));
+        assert!(matches!(session.cpu_for(Duration::from_secs(300)), Err(Error::Stopped)));
+        assert!(lock(&session.state).is_closed());
+        session.close();
+        let message = Error::Stopped.to_string();
+        assert!(message.contains("stopped") && message.contains("start a new profiler"));
+    }
 }

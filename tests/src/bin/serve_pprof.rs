@@ -1,11 +1,19 @@
 //! Serves /debug/pprof on a free loopback port while busy, for
 //! `go tool pprof`. Prints `ADDR <ip:port>`, then runs for `<seconds>`.
+//!
+//! `serve_pprof restart`: serves, prints `ADDR <ip:port>`, waits for a line
+//! on stdin, stops the profiler (printing `STOPPED`), then starts a second
+//! profiler without the endpoint, allocates 32 MiB in a known function and
+//! prints that function's `alloc_space` in the second profiler's heap
+//! profile as `SECOND_ALLOC_SPACE <bytes>`: a pull request of the first
+//! profiler still in flight must neither hang nor take the second one's
+//! records.
 
 // A test program: failing loudly is its job.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
 use lowprof::SampledAlloc;
@@ -29,8 +37,47 @@ fn serve_busy_loop(until: Instant) -> u64 {
     x
 }
 
+/// 32 MiB in 4 MiB blocks: blocks 8 times the sampling interval are
+/// sampled with probability 1 - e^-8, so the estimate is all but exact.
+#[inline(never)]
+fn second_profiler_work() -> Vec<Vec<u8>> {
+    (0..8).map(|i| black_box(vec![i as u8; 4 << 20])).collect()
+}
+
+fn restart() {
+    let first = lowprof::Profiler::builder().serve_pprof("127.0.0.1:0").start().unwrap();
+    println!("ADDR {}", first.pprof_addr().unwrap());
+    std::io::stdout().flush().unwrap();
+    // Keep the first profiler busy until the test says stop.
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).unwrap();
+    first.stop().unwrap();
+    println!("STOPPED");
+    std::io::stdout().flush().unwrap();
+    let second = lowprof::Profiler::builder().start().unwrap();
+    let kept = second_profiler_work();
+    // Give a stray drain of the first session every chance to happen.
+    std::thread::sleep(Duration::from_millis(500));
+    let heap = second.heap_profile().unwrap();
+    let space = heap.sample_type_index("alloc_space").unwrap();
+    let bytes: i64 = heap
+        .samples
+        .iter()
+        .filter(|s| heap.stack_names(s).iter().any(|n| n.contains("second_profiler_work")))
+        .map(|s| s.values[space])
+        .sum();
+    println!("SECOND_ALLOC_SPACE {bytes}");
+    drop(kept);
+    second.stop().unwrap();
+}
+
 fn main() {
-    let seconds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let arg = std::env::args().nth(1);
+    if arg.as_deref() == Some("restart") {
+        restart();
+        return;
+    }
+    let seconds: u64 = arg.and_then(|s| s.parse().ok()).unwrap_or(10);
     let profiler = lowprof::Profiler::builder().serve_pprof("127.0.0.1:0").start().unwrap();
     println!("ADDR {}", profiler.pprof_addr().unwrap());
     std::io::stdout().flush().unwrap();
