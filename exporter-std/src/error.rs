@@ -43,8 +43,9 @@ pub enum Error {
     /// The symbolizer thread failed while building this profile (it has
     /// been reset; the next profile is built afresh).
     SymbolizerFailed,
-    /// This profiler was started by the parent of this forked process; its
-    /// threads do not exist here, so it is off in the child.
+    /// Profiling is off in a child forked while the parent's profiler was
+    /// running: the parent's `Profiler` there (its threads do not exist in
+    /// the child) and `Profiler::start` both answer this.
     ForkedChild,
     /// The profiler was stopped (or dropped) while this profile was asked
     /// for or being taken, e.g. by a `/debug/pprof` request still in flight.
@@ -135,8 +136,9 @@ impl fmt::Display for Error {
             Error::Io { path, source } => write!(f, "writing {}: {source}", path.display()),
             Error::Spawn(e) => write!(f, "starting a lowprof thread: {e}"),
             Error::ForkedChild => f.write_str(
-                "this profiler was started in the parent process and is off in this forked child: start a new \
-                 profiler in the child if you want to profile it",
+                "profiling is off in a child forked while the parent's profiler was running (its rings and \
+                 threads belong to the parent): to profile the child, exec a program that starts its own \
+                 profiler, or start the profiler in the parent only after forking",
             ),
             Error::Stopped => f.write_str(
                 "the profiler was stopped (stop() or drop) before this profile was complete: its profiles \

@@ -53,6 +53,7 @@ mod error;
 mod export;
 mod files;
 pub mod flamegraph;
+mod fork;
 pub mod maps;
 pub mod otlp;
 mod output;

@@ -35,6 +35,12 @@ pub const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// One profiler per process.
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
+/// Whether a profiler is running in this process (read by the fork
+/// handler in the child: an atomic load, async-signal-safe).
+pub(crate) fn is_running() -> bool {
+    RUNNING.load(Ordering::Acquire)
+}
+
 /// A running profiler. Dropping it stops profiling (as `stop()` does,
 /// discarding the final profiles).
 pub struct Profiler {
@@ -117,6 +123,13 @@ impl Profiler {
 
     pub(crate) fn start(config: ProfilerBuilder) -> Result<Profiler, Error> {
         config.validate()?;
+        // A child forked while the parent's profiler ran inherits RUNNING
+        // and rings the parent's threads were writing; profiling stays off
+        // there (see `fork`).
+        if crate::fork::in_forked_child() {
+            return Err(Error::ForkedChild);
+        }
+        crate::fork::install_handlers();
         if RUNNING.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return Err(Error::AlreadyRunning);
         }

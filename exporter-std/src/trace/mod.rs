@@ -34,7 +34,7 @@ use lowprof_core::context::{self, ContextSlot, NONE};
 use lowprof_core::event::ContextWords;
 
 pub use names::SpanName;
-pub(crate) use names::name_of;
+pub(crate) use names::{lock_names_for_fork, name_of, unlock_names_after_fork};
 pub use strategy::{
     AlwaysSample, NeverSample, ProbabilisticSampler, RateSampler, SamplingStrategy,
     set_sampling_strategy,

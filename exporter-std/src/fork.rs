@@ -1,0 +1,68 @@
+//! What a `fork` does to a running profiler, and the handlers that make the
+//! child safe.
+//!
+//! ```text
+//!  parent: threads T1 (fork caller), drainer, symbolizer, exporter, …
+//!     fork() ──► prepare: take the locks a child may need (span names)
+//!                parent: release them
+//!                child:  release them; stop heap sampling; mark FORKED
+//!  child:  only T1's copy runs. No drainer, no timers (POSIX timers and
+//!          ITIMER_PROF are not inherited, pending signals are cleared).
+//! ```
+//!
+//! Profiling is off in the child: its allocations are not sampled (nobody
+//! would drain the records), the parent's `Profiler` there answers
+//! [`crate::Error::ForkedChild`] and dropping it abandons the parent's
+//! threads' state without joining them, and `Profiler::start` in the child
+//! answers the same error while the parent's session was running at the
+//! fork. Everything the child can still reach is lock-free (the allocator
+//! wrapper, the trace context, the link strategies) or held across the fork
+//! by these handlers (the span-name table), so the child never deadlocks on
+//! a lock a parent thread held at the fork.
+
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set in a forked child of a process whose profiler was running.
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process is a forked child of one whose profiler was
+/// running at the fork.
+pub(crate) fn in_forked_child() -> bool {
+    FORKED.load(Ordering::Acquire)
+}
+
+/// Installs the fork handlers (once per process). Call when a profiler
+/// starts.
+pub(crate) fn install_handlers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: pthread_atfork with three `extern "C" fn()` handlers that
+        // live for the whole program. Failure (ENOMEM) leaves the child
+        // without them: then it behaves as before this module existed, so
+        // the return value is not an error worth failing start for.
+        unsafe {
+            libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
+        }
+    });
+}
+
+extern "C" fn prepare() {
+    crate::trace::lock_names_for_fork();
+}
+
+extern "C" fn parent() {
+    // SAFETY: `prepare` took the lock on this thread just before the fork.
+    unsafe { crate::trace::unlock_names_after_fork() };
+}
+
+extern "C" fn child() {
+    // SAFETY: `prepare` took the lock in the parent; the child's only thread
+    // is the copy of the one that took it.
+    unsafe { crate::trace::unlock_names_after_fork() };
+    if crate::profiler::is_running() {
+        // An atomic store: async-signal-safe, as a child handler must be.
+        lowprof_alloc::stop();
+        FORKED.store(true, Ordering::Release);
+    }
+}
