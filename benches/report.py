@@ -2,11 +2,18 @@
 """Summarise lowprof's benchmarks (heap and CPU) as markdown tables.
 
 Heap: criterion's ``target/criterion/<group>/<bench>/new/{benchmark,estimates}.json``
-for the groups ``heap_pairs_1t``, ``heap_pairs_2t`` and ``heap_realistic``:
-per benchmark the median time per op (criterion's ``median.point_estimate``),
-the ratio to its inner allocator from the same run (``SampledAlloc<System>`` /
-``System`` …), a conservative range for that ratio from the two medians'
-95 % confidence intervals, and the budget verdict.
+for the groups ``heap_pairs_1t``, ``heap_pairs_2t`` and ``heap_realistic``
+and their peer-profiler counterparts (suffix ``_jeprof``: jemalloc's own heap
+profiler, ``heap_jemalloc_prof`` built with ``--features jemalloc-prof``;
+suffix ``_dhat``: dhat-rs): per benchmark the median time per op (criterion's
+``median.point_estimate``), the ratio to its inner allocator from the same
+process (``SampledAlloc<System>`` / ``System``, ``jemalloc-prof`` /
+``Jemalloc``, ``dhat`` / ``System`` …), a conservative range for that ratio
+from the two medians' 95 % confidence intervals, and the budget verdict; then
+the profilers side by side, one row per (workload, profiler).
+
+Export: criterion group ``export`` (encode times) and ``export/sizes.json``
+(bytes). Memory held by the profiler: ``profiler_memory/results.json``.
 
 CPU:
 - handler cost: criterion groups ``cpu_handler`` (lowprof) and
@@ -43,7 +50,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-GROUPS = ["heap_pairs_1t", "heap_pairs_2t", "heap_realistic"]
+BASE_GROUPS = ["heap_pairs_1t", "heap_pairs_2t", "heap_realistic"]
+PEER_SUFFIXES = ["", "_jeprof", "_dhat"]
+GROUPS = [g + suffix for suffix in PEER_SUFFIXES for g in BASE_GROUPS]
+EXPORT_GROUP = "export"
 HANDLER_GROUPS = ["cpu_handler", "cpu_handler_pprof", "cpu_handler_pprof_fp"]
 OVERHEAD_GROUPS = ["cpu_overhead", "cpu_overhead_pprof", "cpu_overhead_pprof_fp"]
 CPU_GROUPS = HANDLER_GROUPS + OVERHEAD_GROUPS
@@ -63,12 +73,34 @@ HANDLER_BUDGET_NS = 1000.0  # above the floor
 HANDLER_BUDGET_RATIO = 0.3  # above the floor, as a multiple of it
 CAPTURE_BUDGET = 0.98
 
-# What one op is, per group.
+# What one op is, per workload (group without its peer suffix).
 OPS = {
     "heap_pairs_1t": "malloc/free pair, 1 thread",
     "heap_pairs_2t": "malloc/free pair per thread, 2 threads",
     "heap_realistic": "build + drop a 200 000-entry BTreeMap",
 }
+
+# Peer profilers' variants and the variant of the same group (process) they
+# are compared with.
+INNER = {
+    "jemalloc-prof": "Jemalloc",
+    "dhat": "System",
+    "dhat-idle": "System",
+}
+
+# Where each group's variants come from.
+GROUP_NOTE = {
+    "": "",
+    "_jeprof": "jemalloc built with `--enable-prof`, `opt.prof:true`; `Jemalloc` = `prof.active` false",
+    "_dhat": "global allocator `dhat::Alloc` or `System`",
+}
+
+
+def workload_of(group: str) -> str:
+    for suffix in PEER_SUFFIXES[1:]:
+        if group.endswith(suffix):
+            return group[: -len(suffix)]
+    return group
 
 # Budgets from the issue: (group, variant) -> max ratio to the inner allocator.
 BUDGETS = {
@@ -83,10 +115,15 @@ BUDGETS = {
 ORDER = [
     "System",
     "CountdownOnly<System>",
+    "AtomicCounting<System>",
     "SampledAlloc<System>",
+    "dhat-idle",
+    "dhat",
     "Jemalloc",
     "CountdownOnly<Jemalloc>",
+    "AtomicCounting<Jemalloc>",
     "SampledAlloc<Jemalloc>",
+    "jemalloc-prof",
 ]
 
 
@@ -102,6 +139,8 @@ class Result:
 
     @property
     def inner(self) -> str:
+        if self.variant in INNER:
+            return INNER[self.variant]
         m = re.fullmatch(r"[A-Za-z]+<(.+)>", self.variant)
         return m.group(1) if m else self.variant
 
@@ -184,32 +223,199 @@ def verdict(lo: float, q: float, hi: float, budget: float) -> str:
     return "**no** (median; CI straddles)"
 
 
-def heap_table(results: list[Result], verdicts: list[str]) -> None:
+def load_interleaved(root: Path) -> dict[str, dict]:
+    """Each heap group's interleaved cross-check: variant -> its entry."""
+    out = {}
+    for group in GROUPS:
+        data = read_json(root / group / "interleaved.json")
+        if data:
+            out[group] = data.get("variants", {})
+    return out
+
+
+def paired_col(entry: dict | None, key: str = "cpu_paired") -> str:
+    q = (entry or {}).get(key)
+    return f"{q[1]:.3f}× [{q[0]:.3f}–{q[2]:.3f}]" if q else "—"
+
+
+def heap_table(results: list[Result], inter: dict[str, dict], verdicts: list[str]) -> None:
     by_key = {(r.group, r.variant): r for r in results}
     rank = {name: i for i, name in enumerate(ORDER)}
     results = sorted(results, key=lambda r: (GROUPS.index(r.group) if r.group in GROUPS else 99,
                                              rank.get(r.variant, 99), r.variant))
-    print("| benchmark | variant | median ns/op | ratio vs inner | ratio range (95 % CIs) | budget | met? |")
-    print("|---|---|---:|---:|---:|---:|---|")
+    print("| benchmark | variant | median ns/op | ratio vs inner | ratio range (95 % CIs) "
+          "| interleaved: thread-CPU ratio [IQR] | wall ratio [IQR] | budget | met? |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         inner = by_key.get((r.group, r.inner))
         ratio = rng = "—"
         if inner is not None and inner is not r:
             ratio = f"{r.median / inner.median:.3f}×"
             rng = f"{r.lo / inner.hi:.3f}–{r.hi / inner.lo:.3f}"
+        iv = inter.get(r.group, {}).get(r.variant) if r.variant != r.inner else None
         budget = BUDGETS.get((r.group, r.variant))
         bcol = met = ""
         if budget is not None:
             bcol = f"≤ {budget:.2f}×"
-            if inner is None:
+            q = (iv or {}).get("cpu_paired")
+            if q:
+                met = verdict(q[0], q[1], q[2], budget).replace("CI straddles", "IQR straddles")
+                crit = f"; criterion {r.median / inner.median:.3f}×" if inner is not None else ""
+                verdicts.append(f"{r.group} {r.variant}: interleaved thread CPU {q[1]:.3f}× "
+                                f"(IQR {q[0]:.3f}–{q[2]:.3f}){crit} vs ≤ {budget:.2f}× → {met}")
+            elif inner is None:
                 met = "no baseline"
             else:
                 q = r.median / inner.median
                 met = verdict(r.lo / inner.hi, q, r.hi / inner.lo, budget)
-                verdicts.append(f"{r.group} {r.variant}: {q:.3f}× vs ≤ {budget:.2f}× → {met}")
-        print(f"| {r.group} | {r.variant} | {fmt_ns(r.median)} | {ratio} | {rng} | {bcol} | {met} |")
+                verdicts.append(f"{r.group} {r.variant}: criterion {q:.3f}× vs ≤ {budget:.2f}× → {met}")
+        print(f"| {r.group} | {r.variant} | {fmt_ns(r.median)} | {ratio} | {rng} | {paired_col(iv)} "
+              f"| {paired_col(iv, 'wall_paired')} | {bcol} | {met} |")
     print()
-    print("Ops: " + "; ".join(f"`{g}` = {OPS[g]}" for g in GROUPS if any(r.group == g for r in results)) + ".")
+    print("Ops: " + "; ".join(f"`{g}*` = {OPS[g]}" for g in BASE_GROUPS
+                              if any(workload_of(r.group) == g for r in results)) + ".")
+    notes = [f"`*{sfx}`: {GROUP_NOTE[sfx]}" for sfx in PEER_SUFFIXES[1:]
+             if any(r.group.endswith(sfx) for r in results)]
+    if notes:
+        print("Groups: " + "; ".join(notes) + ".")
+    print("Each ratio is to the inner allocator measured in the same process. Criterion measures the variants one "
+          "after the other; \"interleaved\" = the cross-check run after it (every variant one batch per round, in "
+          "rotating order; 1-thread pairs and the BTreeMap only), per-round paired ratios of the thread's CPU time "
+          "and of wall time, median [interquartile range]. Budget verdicts use the interleaved thread-CPU ratio "
+          "where there is one.")
+
+
+# The profilers side by side: (label, wrapper variant, group suffix, inner
+# variant, inner's group suffix). Rows whose two groups differ compare two
+# processes (two builds of jemalloc) and say so.
+PEERS = [
+    ("countdown only (the floor)", "CountdownOnly<System>", "", "System", ""),
+    ("one shared atomic per op", "AtomicCounting<System>", "", "System", ""),
+    ("**lowprof**", "SampledAlloc<System>", "", "System", ""),
+    ("dhat, no profiler running", "dhat-idle", "_dhat", "System", "_dhat"),
+    ("dhat", "dhat", "_dhat", "System", "_dhat"),
+    ("countdown only (the floor)", "CountdownOnly<Jemalloc>", "", "Jemalloc", ""),
+    ("one shared atomic per op", "AtomicCounting<Jemalloc>", "", "Jemalloc", ""),
+    ("**lowprof**", "SampledAlloc<Jemalloc>", "", "Jemalloc", ""),
+    ("**lowprof** (over the profiling jemalloc build)", "SampledAlloc<Jemalloc>", "_jeprof", "Jemalloc", "_jeprof"),
+    ("jemalloc's profiler, `lg_prof_sample:19`", "jemalloc-prof", "_jeprof", "Jemalloc", "_jeprof"),
+    ("jemalloc's profiler vs plain jemalloc (other process)", "jemalloc-prof", "_jeprof", "Jemalloc", ""),
+    ("`opt.prof:true`, inactive, vs plain jemalloc (other process)", "Jemalloc", "_jeprof", "Jemalloc", ""),
+]
+
+
+def peers_table(results: list[Result], inter: dict[str, dict], verdicts: list[str]) -> None:
+    """Each profiler's ratio to its inner allocator, per workload."""
+    by_key = {(r.group, r.variant): r for r in results}
+    print("| workload | profiler | variant | inner | median ns/op | inner ns/op | ratio | ratio range (95 % CIs) "
+          "| interleaved thread-CPU ratio [IQR] |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|")
+    ratios: dict[tuple[str, str, str], float] = {}
+    for base in BASE_GROUPS:
+        for label, variant, sfx, inner, inner_sfx in PEERS:
+            r, i = by_key.get((base + sfx, variant)), by_key.get((base + inner_sfx, inner))
+            if r is None or i is None:
+                continue
+            q = r.median / i.median
+            ratios[(base, variant, sfx + inner_sfx)] = q
+            inner_label = inner + ("" if sfx == inner_sfx else " (`heap_pairs`/`heap_realistic` binary)")
+            if inner_sfx == "_jeprof":
+                inner_label += " (`opt.prof:true`, inactive)"
+            iv = inter.get(base + sfx, {}).get(variant) if sfx == inner_sfx else None
+            if iv:
+                ratios[(base, variant, sfx + inner_sfx + "_inter")] = iv["cpu_paired"][1]
+            print(f"| {base} | {label} | `{variant}` | {inner_label} | {fmt_ns(r.median)} | {fmt_ns(i.median)} "
+                  f"| {q:.3f}× | {r.lo / i.hi:.3f}–{r.hi / i.lo:.3f} | {paired_col(iv)} |")
+    print()
+    print("Same-process ratios except where a row says \"other process\" (`heap_jemalloc_prof` links jemalloc built "
+          "with `--enable-prof`, which no other bench binary can share).")
+    for base in BASE_GROUPS:
+        ours = ratios.get((base, "SampledAlloc<Jemalloc>", "_jeprof_jeprof"))
+        ours_plain = ratios.get((base, "SampledAlloc<Jemalloc>", ""))
+        theirs = ratios.get((base, "jemalloc-prof", "_jeprof_jeprof"))
+        theirs_plain = ratios.get((base, "jemalloc-prof", "_jeprof"))
+        if theirs is None:
+            continue
+        text = f"peers: {base}: jemalloc-prof {theirs:.3f}× its inactive build"
+        if theirs_plain is not None:
+            text += f" ({theirs_plain:.3f}× plain jemalloc, other process)"
+        if ours is not None:
+            text += f"; lowprof over the same jemalloc {ours:.3f}× (same process)"
+        if ours_plain is not None:
+            text += f", {ours_plain:.3f}× over plain jemalloc"
+        if ours is not None:
+            text += f" → lowprof {'below' if ours < theirs else '**not below**'} jemalloc-prof"
+        ours_i = ratios.get((base, "SampledAlloc<Jemalloc>", "_jeprof_jeprof_inter"))
+        theirs_i = ratios.get((base, "jemalloc-prof", "_jeprof_jeprof_inter"))
+        if ours_i is not None and theirs_i is not None:
+            text += (f"; interleaved thread CPU: jemalloc-prof {theirs_i:.3f}×, lowprof {ours_i:.3f}× → lowprof "
+                     f"{'below' if ours_i < theirs_i else '**not below**'}")
+        verdicts.append(text)
+        dhat = ratios.get((base, "dhat", "_dhat_dhat"))
+        if dhat is not None:
+            verdicts.append(f"peers: {base}: dhat {dhat:.1f}× System")
+
+
+def export_table(results: list[Result], root: Path) -> float | None:
+    """Encode times and bytes; returns the sizes file's timestamp."""
+    rows = {r.variant: r for r in results if r.group == EXPORT_GROUP}
+    sizes = read_json(root / EXPORT_GROUP / "sizes.json") or {}
+    if not rows and not sizes:
+        return None
+    nbytes = sizes.get("bytes", {})
+    if sizes:
+        print(f"One profile of {sizes['stacks']:,} distinct stacks (mean depth {sizes['mean_depth']:.1f}) and "
+              f"{sizes['samples']:,} samples, aggregated into {sizes['pprof_samples']:,} samples by (stack, thread); "
+              f"{sizes['locations']:,} locations, {sizes['functions']:,} functions, {sizes['mappings']} mappings.")
+        print()
+    print("| output | call | median ms | 95 % CI ms | bytes | bytes per stack |")
+    print("|---|---|---:|---:|---:|---:|")
+    what = {
+        "pprof_encode": ("pprof, uncompressed", "`pprof::encode`"),
+        "pprof_gzip": ("**pprof, gzip** (`.pb.gz`)", "`pprof::encode_gzip`"),
+        "otlp_encode": ("**OTLP request**, uncompressed", "`otlp::encode_request`"),
+        "otlp_gzip": ("OTLP request, gzip (flate2 default level)", "`encode_request` + `GzEncoder`"),
+    }
+    for key, (label, call) in what.items():
+        r = rows.get(key)
+        b = nbytes.get(key)
+        t = f"{r.median / 1e6:.1f}" if r else "—"
+        ci = f"{r.lo / 1e6:.1f}–{r.hi / 1e6:.1f}" if r else "—"
+        bcol = f"{b:,}" if b is not None else "—"
+        per = f"{b / sizes['stacks']:.1f}" if b is not None and sizes.get("stacks") else "—"
+        print(f"| {label} | {call} | {t} | {ci} | {bcol} | {per} |")
+    stamp = sizes.get("unix_time")
+    return float(stamp) if stamp else None
+
+
+def memory_table(root: Path) -> float | None:
+    """RSS held by lowprof with 10 000 stacks; returns the file's timestamp."""
+    m = read_json(root / "profiler_memory" / "results.json")
+    if not m:
+        return None
+    mb = lambda b: f"{b / 1048576:.2f}"  # noqa: E731
+    print(f"`lowprof::Profiler` (heap at a {m['heap_interval']} B mean interval so every leaf is sampled, CPU at "
+          f"{m['cpu_hz']} Hz) after {m['call_paths']:,} distinct call paths allocated and freed (live bytes 0): "
+          f"{m['heap_stacks']:,} heap stacks, {m['heap_samples']:,} heap samples ({m['dropped_samples']} dropped). "
+          f"RSS before the profiler started: {mb(m['rss_before'])} MiB.")
+    print()
+    print("| stage | heap_profile() ms | VmRSS Δ MiB | RssAnon Δ MiB | RssFile Δ MiB |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| profiler started, idle | | {mb(m['rss_idle_delta'])} | | |")
+    print(f"| stacks recorded and drained | | {mb(m['rss_held_delta'])} | {mb(m['rss_held_anon_delta'])} "
+          f"| {mb(m['rss_held_file_delta'])} |")
+    for i, ns in enumerate(m.get("heap_profile_ns", [])):
+        print(f"| after `heap_profile()` #{i + 1} | {ns / 1e6:.1f} | {mb(m['rss_after_profile_delta'][i])} "
+              f"| {mb(m['rss_after_profile_anon_delta'][i])} | {mb(m['rss_after_profile_file_delta'][i])} |")
+    print(f"| then `malloc_trim(0)` | | {mb(m['rss_after_trim_delta'])} | {mb(m['rss_after_trim_anon_delta'])} "
+          f"| {mb(m['rss_after_trim_file_delta'])} |")
+    print()
+    print(f"Per stack once drained: {m['rss_held_delta'] / max(m['heap_stacks'], 1):,.0f} B of RSS "
+          f"({m['rss_held_anon_delta'] / max(m['heap_stacks'], 1):,.0f} B anonymous). The profile: "
+          f"{m['profile_samples']:,} samples, {m['profile_locations']} locations, {m['profile_functions']} functions, "
+          f"{m['pprof_gzip_bytes']:,} B as `.pb.gz`. Δ = minus VmRSS before the profiler started; RssFile is "
+          "mapped files (the symbolizer maps the binary's debug info).")
+    return float(m.get("unix_time", 0)) or None
 
 
 def handler_table(results: list[Result], root: Path, verdicts: list[str]) -> None:
@@ -364,12 +570,18 @@ def main() -> int:
 
     heap = load(root, GROUPS)
     cpu = load(root, CPU_GROUPS)
+    export = load(root, [EXPORT_GROUP])
     verdicts: list[str] = []
     stamps: list[float] = []
     if heap:
         print("### Heap")
         print()
-        heap_table(heap, verdicts)
+        inter = load_interleaved(root)
+        heap_table(heap, inter, verdicts)
+        print()
+        print("### Heap: profilers side by side")
+        print()
+        peers_table(heap, inter, verdicts)
         print()
     if any(r.group in HANDLER_GROUPS for r in cpu):
         print("### CPU: handler cost")
@@ -386,7 +598,19 @@ def main() -> int:
         print()
         overhead_table(cpu, root, verdicts)
         print()
-    results = heap + cpu
+    if export or (root / EXPORT_GROUP / "sizes.json").is_file():
+        print("### Export: encoding 10 000 stacks")
+        print()
+        stamp = export_table(export, root)
+        stamps += [stamp] if stamp else []
+        print()
+    if (root / "profiler_memory" / "results.json").is_file():
+        print("### Memory held by the profiler")
+        print()
+        stamp = memory_table(root)
+        stamps += [stamp] if stamp else []
+        print()
+    results = heap + cpu + export
     if not results and not stamps:
         print(f"no results for {', '.join(GROUPS + CPU_GROUPS)} or cpu_capture under {root}", file=sys.stderr)
         print("run: cargo bench -p lowprof-benches", file=sys.stderr)

@@ -4,29 +4,45 @@
 //! drop it, per iteration.
 //!
 //! The bench binary's `#[global_allocator]` is [`Switch`], which dispatches
-//! every call to `System`, `CountdownOnly<System>` or `SampledAlloc<System>`
-//! according to a global mode, so the three are measured in one process and
+//! every call to `System`, `CountdownOnly<System>`, `AtomicCounting<System>`
+//! (one shared atomic per op, the reference) or `SampledAlloc<System>`
+//! according to a global mode, so the four are measured in one process and
 //! one criterion group (`heap_realistic`). Sampling is on for the whole run.
 //! Which allocator frees which block, and why the sampled mode runs last, is
 //! explained in `lowprof_benches::switch`.
+//!
+//! After criterion, unless `--test`/`--list`: the interleaved cross-check
+//! (`lowprof_benches::interleave`; 12 rounds of one map build per mode,
+//! thread CPU and wall), written to
+//! `target/criterion/heap_realistic/interleaved.json`. After each sampled
+//! batch the frees go back to the inner allocator once no sampled block is
+//! live (`switch::leave_sampled_route`; the count of batches where that was
+//! not possible is in the file and should be 0).
 
 // Benchmarks are test-like code: a broken setup should stop loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::alloc::System;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode};
+use lowprof_benches::cpu::{Args, write_result};
+use lowprof_benches::interleave::{Batch, Variant, interleave, report};
+use lowprof_benches::switch::{
+    MODE_ATOMIC, MODE_FLOOR, MODE_SAMPLED, MODE_SYSTEM, Switch, leave_sampled_route, set_mode,
+    workload,
+};
 use lowprof_benches::Drainer;
-use lowprof_benches::switch::{MODE_FLOOR, MODE_SAMPLED, MODE_SYSTEM, Switch, set_mode, workload};
 
 #[global_allocator]
-static GLOBAL: Switch = Switch;
+static GLOBAL: Switch = Switch::new(System);
 
 /// Benchmark ids and modes, in run order (sampled last: see `lowprof_benches::switch`).
 /// `report.py` relies on these names.
-const MODES: [(&str, u8); 3] = [
+const MODES: [(&str, u8); 4] = [
     ("System", MODE_SYSTEM),
     ("CountdownOnly<System>", MODE_FLOOR),
+    ("AtomicCounting<System>", MODE_ATOMIC),
     ("SampledAlloc<System>", MODE_SAMPLED),
 ];
 
@@ -56,6 +72,36 @@ fn realistic(c: &mut Criterion) {
     group.finish();
 }
 
+/// Rounds of the interleaved cross-check.
+const ROUNDS: usize = 12;
+
+/// The interleaved cross-check (see `lowprof_benches::interleave`).
+fn interleaved() {
+    let variants: Vec<Variant> =
+        MODES.iter().map(|&(name, _)| Variant { name, inner: "System" }).collect();
+    let mut drainer = Drainer::new();
+    let mut stuck = 0u32;
+    let results = interleave(&variants, ROUNDS, |i| {
+        let mode = MODES[i].1;
+        set_mode(mode);
+        if !leave_sampled_route() {
+            stuck += u32::from(mode != MODE_SAMPLED);
+        }
+        let b = Batch::time(1, workload);
+        set_mode(MODE_SYSTEM);
+        drainer.drain();
+        b
+    });
+    leave_sampled_route();
+    let json = report(
+        "heap_realistic",
+        &results,
+        "1 map build",
+        &[("batches_on_sampled_free_route", stuck.to_string())],
+    );
+    write_result("heap_realistic", "interleaved.json", &json);
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -65,9 +111,13 @@ fn config() -> Criterion {
 }
 
 fn main() {
+    let args = Args::parse();
     lowprof_benches::start_sampling();
     let mut c = config();
     realistic(&mut c);
     c.final_summary();
+    if args.run_extra("heap_realistic") {
+        interleaved();
+    }
     eprintln!("{}", lowprof_benches::stats_line());
 }

@@ -15,6 +15,13 @@
 //! `SampledAlloc` runs its fast paths but never samples); `MAX_SIZE=N` caps
 //! the pair sizes at N bytes; `INTERVAL=N` sets the sampling interval.
 //! `benches/callgrind.sh` runs every variant; `benches/ladder.py` times them.
+//!
+//! Peers: `dhat-idle` / `dhat` run the pairs through a `dhat::Alloc` with no
+//! profiler / with a `dhat::Profiler` recording; `jeprof` runs them through
+//! `Jemalloc` with jemalloc's own profiler active at `lg_prof_sample:19`,
+//! and exists only when built with `--features jemalloc-prof` (in such a
+//! build the `jemalloc` variants measure that profiling build of jemalloc
+//! with `prof.active` false, as in `heap_jemalloc_prof`).
 
 // Benchmarks are test-like code: a broken setup should stop loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -22,20 +29,33 @@
 use std::alloc::{GlobalAlloc, System};
 
 use lowprof_alloc::SampledAlloc;
-use lowprof_benches::switch::{self, MODE_FLOOR, MODE_SAMPLED, MODE_SYSTEM, Switch};
-use lowprof_benches::{CHUNK, CountdownOnly, Drainer, PairLoop};
+use lowprof_benches::switch::{self, MODE_ATOMIC, MODE_FLOOR, MODE_SAMPLED, MODE_SYSTEM, Switch};
+use lowprof_benches::{AtomicCounting, CHUNK, CountdownOnly, Drainer, PairLoop};
 use tikv_jemallocator::Jemalloc;
+
+/// As in `heap_jemalloc_prof`: jemalloc's profiler set up but inactive
+/// (`jeprof` activates it).
+#[cfg(feature = "jemalloc-prof")]
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: Option<&'static libc::c_char> = Some(
+    // SAFETY: a pointer to the first byte of a static NUL-terminated string.
+    unsafe { &*c"prof:true,prof_active:false,lg_prof_sample:19".as_ptr() },
+);
 
 /// As in `heap_realistic`: System mode unless a `realistic-*` variant runs.
 #[global_allocator]
-static GLOBAL: Switch = Switch;
+static GLOBAL: Switch = Switch::new(System);
 
 static SYS: System = System;
 static SYS_FLOOR: CountdownOnly<System> = CountdownOnly::new(System);
+static SYS_ATOMIC: AtomicCounting<System> = AtomicCounting::new(System);
 static SYS_SAMPLED: SampledAlloc<System> = SampledAlloc::new(System);
 static JE: Jemalloc = Jemalloc;
 static JE_FLOOR: CountdownOnly<Jemalloc> = CountdownOnly::new(Jemalloc);
+static JE_ATOMIC: AtomicCounting<Jemalloc> = AtomicCounting::new(Jemalloc);
 static JE_SAMPLED: SampledAlloc<Jemalloc> = SampledAlloc::new(Jemalloc);
+static DHAT: dhat::Alloc = dhat::Alloc;
 
 const WARM_UP: u64 = 200_000;
 
@@ -76,7 +96,9 @@ fn go<A: GlobalAlloc + 'static>(alloc: &'static A, pairs: u64) {
             drainer.drain();
         }
     };
-    run(WARM_UP, false);
+    // At most as many warm-up pairs as measured ones (dhat under callgrind
+    // is slow).
+    run(WARM_UP.min(pairs), false);
     let before = lowprof_alloc::stats();
     run(pairs, true);
     let after = lowprof_alloc::stats();
@@ -123,18 +145,33 @@ fn main() {
     match variant.as_str() {
         "system" => go(&SYS, pairs),
         "floor-system" => go(&SYS_FLOOR, pairs),
+        "atomic-system" => go(&SYS_ATOMIC, pairs),
         "sampled-system" => go(&SYS_SAMPLED, pairs),
         "jemalloc" => go(&JE, pairs),
         "floor-jemalloc" => go(&JE_FLOOR, pairs),
+        "atomic-jemalloc" => go(&JE_ATOMIC, pairs),
         "sampled-jemalloc" => go(&JE_SAMPLED, pairs),
+        "dhat-idle" => go(&DHAT, pairs),
+        "dhat" => {
+            let _profiler = dhat::Profiler::builder().testing().build();
+            go(&DHAT, pairs);
+        }
+        #[cfg(feature = "jemalloc-prof")]
+        "jeprof" => {
+            // SAFETY: `prof.active` is a `bool` mallctl.
+            unsafe { tikv_jemalloc_ctl::raw::write(b"prof.active\0", true) }.expect("prof.active");
+            go(&JE, pairs);
+        }
         "realistic-system" => realistic(MODE_SYSTEM, pairs),
         "realistic-floor" => realistic(MODE_FLOOR, pairs),
+        "realistic-atomic" => realistic(MODE_ATOMIC, pairs),
         "realistic-sampled" => realistic(MODE_SAMPLED, pairs),
         _ => {
             eprintln!(
-                "usage: pairs_callgrind VARIANT [OPS]\n  VARIANT: system, floor-system, sampled-system, jemalloc, floor-jemalloc, \
-                 sampled-jemalloc (OPS = pairs, default 1000000)\n  or realistic-system, realistic-floor, \
-                 realistic-sampled (OPS = map builds)"
+                "usage: pairs_callgrind VARIANT [OPS]\n  VARIANT: system, floor-system, atomic-system, sampled-system, \
+                 jemalloc, floor-jemalloc, atomic-jemalloc, sampled-jemalloc, dhat-idle, dhat, jeprof \
+                 (`--features jemalloc-prof` builds only) (OPS = pairs, default 1000000)\n  \
+                 or realistic-system, realistic-floor, realistic-atomic, realistic-sampled (OPS = map builds)"
             );
             std::process::exit(2);
         }

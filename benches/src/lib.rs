@@ -1,18 +1,22 @@
 //! Shared pieces of lowprof's heap-sampling overhead benchmarks
-//! (`benches/heap_pairs.rs`, `benches/heap_realistic.rs` and the
-//! `pairs_callgrind` example): the [`CountdownOnly`] cost-floor wrapper, the
-//! fixed mixed-size sequence and the malloc/free pair loop. The CPU-sampling
-//! benchmarks' pieces are in [`cpu`].
+//! (`benches/heap_*.rs` and the `pairs_callgrind` example): the
+//! [`CountdownOnly`] cost-floor wrapper, the [`AtomicCounting`] reference
+//! wrapper, the fixed mixed-size sequence, the malloc/free pair loop and the
+//! two-thread [`Pool`]. The CPU-sampling benchmarks' pieces are in [`cpu`].
 //!
 //! Everything here is benchmark support, not product code.
 
 pub mod cpu;
+pub mod interleave;
 pub mod switch;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
+use core::sync::atomic::{AtomicU64, Ordering};
 use std::alloc::handle_alloc_error;
 use std::hint::black_box;
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Mean sampling interval used by every benchmark: lowprof's default,
@@ -121,6 +125,70 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for CountdownOnly<A> {
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         countdown(new_size);
+        // SAFETY: forwarded contract.
+        unsafe { self.inner.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// A shared counter on its own cache line, so that the only sharing
+/// [`AtomicCounting`] measures is between the threads that allocate, not
+/// with whatever static the linker put next to it.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+struct PaddedCounter(AtomicU64);
+
+/// The reference for "one shared atomic per allocation": live bytes kept in
+/// one `AtomicU64` shared by every thread, `fetch_add(size)` on every
+/// allocation and `fetch_sub(size)` on every free (`Relaxed`; each is one
+/// `lock xadd` on x86-64), then the inner allocator. What a naive global
+/// counting wrapper costs, next to lowprof's thread-local countdown.
+#[derive(Debug, Default)]
+pub struct AtomicCounting<A> {
+    inner: A,
+    live: PaddedCounter,
+}
+
+impl<A> AtomicCounting<A> {
+    /// Wraps `inner`.
+    pub const fn new(inner: A) -> Self {
+        Self { inner, live: PaddedCounter(AtomicU64::new(0)) }
+    }
+
+    /// Bytes allocated and not yet freed through this wrapper.
+    pub fn live_bytes(&self) -> u64 {
+        self.live.0.load(Ordering::Relaxed)
+    }
+}
+
+// SAFETY: every method forwards to the inner allocator with the caller's
+// arguments; the counter neither allocates nor unwinds.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for AtomicCounting<A> {
+    #[inline(always)]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.live.0.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        // SAFETY: forwarded contract.
+        unsafe { self.inner.alloc(layout) }
+    }
+
+    #[inline(always)]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        self.live.0.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        // SAFETY: forwarded contract.
+        unsafe { self.inner.alloc_zeroed(layout) }
+    }
+
+    #[inline(always)]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        self.live.0.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        // SAFETY: forwarded contract; the inner allocator made every block.
+        unsafe { self.inner.dealloc(ptr, layout) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // One atomic per op here too: the signed difference.
+        let delta = (new_size as u64).wrapping_sub(layout.size() as u64);
+        self.live.0.fetch_add(delta, Ordering::Relaxed);
         // SAFETY: forwarded contract.
         unsafe { self.inner.realloc(ptr, layout, new_size) }
     }
@@ -270,6 +338,21 @@ impl<A: GlobalAlloc + 'static> PairLoop<A> {
         spent
     }
 
+    /// Like [`PairLoop::run_timed`], but also measures the calling thread's
+    /// CPU time (for the interleaved cross-check).
+    pub fn run_batch(&mut self, n: u64) -> interleave::Batch {
+        let mut batch = interleave::Batch::default();
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(CHUNK);
+            batch.add(interleave::Batch::time(1, || self.run(k)));
+            batch.ops += k - 1;
+            left -= k;
+            self.drainer.drain();
+        }
+        batch
+    }
+
     /// Frees every live block.
     pub fn clear(&mut self) {
         for slot in self.slots.iter_mut() {
@@ -287,12 +370,106 @@ impl<A: GlobalAlloc + 'static> PairLoop<A> {
 pub trait TimedPairs {
     /// See [`PairLoop::run_timed`].
     fn run_timed(&mut self, n: u64) -> Duration;
+    /// See [`PairLoop::run_batch`].
+    fn run_batch(&mut self, n: u64) -> interleave::Batch;
 }
 
 impl<A: GlobalAlloc + 'static> TimedPairs for PairLoop<A> {
     fn run_timed(&mut self, n: u64) -> Duration {
         PairLoop::run_timed(self, n)
     }
+
+    fn run_batch(&mut self, n: u64) -> interleave::Batch {
+        PairLoop::run_batch(self, n)
+    }
+}
+
+/// Builds one thread's pair loops (one per variant of a bench), on the
+/// thread that will run them.
+pub type LoopsFn = fn() -> Vec<Box<dyn TimedPairs>>;
+
+#[derive(Clone, Copy)]
+enum Job {
+    Run { variant: usize, iters: u64 },
+    Exit,
+}
+
+struct Shared {
+    start: Barrier,
+    done: Barrier,
+    job: Mutex<Job>,
+    times: Mutex<Vec<Duration>>,
+}
+
+/// Persistent worker threads for the 2-thread pair benches: each builds its
+/// own loops (its thread-locals and rings stay warm across batches), and
+/// all are released together by a barrier for each batch.
+pub struct Pool {
+    shared: Arc<Shared>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    /// Spawns `threads` workers, each with the loops `loops` builds.
+    // Bench support: a worker that cannot be spawned should stop the bench.
+    #[allow(clippy::expect_used)]
+    pub fn new(threads: usize, loops: LoopsFn) -> Self {
+        let shared = Arc::new(Shared {
+            start: Barrier::new(threads + 1),
+            done: Barrier::new(threads + 1),
+            job: Mutex::new(Job::Exit),
+            times: Mutex::new(Vec::with_capacity(threads)),
+        });
+        let handles = (0..threads)
+            .map(|i| {
+                let shared = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("pairs-{i}"))
+                    .spawn(move || {
+                        let mut loops = loops();
+                        loop {
+                            shared.start.wait();
+                            let job = *lock(&shared.job);
+                            let Job::Run { variant, iters } = job else {
+                                break;
+                            };
+                            let spent = loops[variant].run_timed(iters);
+                            lock(&shared.times).push(spent);
+                            shared.done.wait();
+                        }
+                    })
+                    .expect("spawn bench worker")
+            })
+            .collect();
+        Self { shared, handles }
+    }
+
+    /// Every worker runs `iters` pairs of loop `variant`, all released at
+    /// once; returns the slowest worker's time (the batch's wall time, less
+    /// the drains between chunks).
+    pub fn run(&self, variant: usize, iters: u64) -> Duration {
+        *lock(&self.shared.job) = Job::Run { variant, iters };
+        lock(&self.shared.times).clear();
+        self.shared.start.wait();
+        self.shared.done.wait();
+        let times = lock(&self.shared.times);
+        times.iter().copied().max().unwrap_or_default()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        *lock(&self.shared.job) = Job::Exit;
+        self.shared.start.wait();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Locks `m`, ignoring poisoning (a panicking worker aborts the bench anyway).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A one-line summary of lowprof's counters, printed at the end of a bench
@@ -324,6 +501,28 @@ mod tests {
         assert!((1000.0..1600.0).contains(&mean), "mean {mean}");
         let small = a.iter().filter(|&&s| s <= 4096).count();
         assert!(small * 100 / a.len() >= 95);
+    }
+
+    #[test]
+    fn atomic_counting_balances() {
+        static A: AtomicCounting<std::alloc::System> = AtomicCounting::new(std::alloc::System);
+        let mut l = PairLoop::new(&A);
+        l.run(10_000);
+        assert!(A.live_bytes() > 0);
+        l.clear();
+        assert_eq!(A.live_bytes(), 0);
+    }
+
+    #[test]
+    fn pool_runs_every_worker() {
+        static A: AtomicCounting<std::alloc::System> = AtomicCounting::new(std::alloc::System);
+        fn loops() -> Vec<Box<dyn TimedPairs>> {
+            vec![Box::new(PairLoop::new(&A))]
+        }
+        let pool = Pool::new(2, loops);
+        assert!(pool.run(0, 1000) > Duration::ZERO);
+        // Each worker keeps its ring of live blocks.
+        assert!(A.live_bytes() > 0);
     }
 
     #[test]
