@@ -51,14 +51,17 @@ base=$(ir system "$PAIRS"); echo "| System (pairs) | $(fmt "$base") | | |"; sys_
 row "CountdownOnly<System>" floor-system "$base" "$PAIRS"
 row "SampledAlloc<System>" sampled-system "$base" "$PAIRS"
 STOP_SAMPLING=1 row "SampledAlloc<System>, sampling stopped" sampled-system "$base" "$PAIRS" .stopped
+CONTEXT=1 row "SampledAlloc<System>, trace context set" sampled-system "$base" "$PAIRS" .ctx
 base=$(ir jemalloc "$PAIRS"); echo "| Jemalloc (pairs) | $(fmt "$base") | | |"; je_base=$base
 row "CountdownOnly<Jemalloc>" floor-jemalloc "$base" "$PAIRS"
 row "SampledAlloc<Jemalloc>" sampled-jemalloc "$base" "$PAIRS"
 STOP_SAMPLING=1 row "SampledAlloc<Jemalloc>, sampling stopped" sampled-jemalloc "$base" "$PAIRS" .stopped
+CONTEXT=1 row "SampledAlloc<Jemalloc>, trace context set" sampled-jemalloc "$base" "$PAIRS" .ctx
 base=$(ir realistic-system "$MAPS"); echo "| System (realistic, per map) | $(fmt "$base") | | |"
 row "CountdownOnly<System> (realistic)" realistic-floor "$base" "$MAPS"
 row "SampledAlloc<System> (realistic)" realistic-sampled "$base" "$MAPS"
 STOP_SAMPLING=1 row "SampledAlloc<System> (realistic), sampling stopped" realistic-sampled "$base" "$MAPS" .stopped
+CONTEXT=1 row "SampledAlloc<System> (realistic), trace context set" realistic-sampled "$base" "$MAPS" .ctx
 
 echo
 echo "Peers (pairs):"

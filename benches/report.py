@@ -102,6 +102,11 @@ def workload_of(group: str) -> str:
             return group[: -len(suffix)]
     return group
 
+# Suffix of the variants run with a trace context set on every benchmarking
+# thread (issue 5's speed check): `SampledAlloc<System>+ctx`,
+# `lowprof_sample+ctx`. They keep the budgets of the variant without it.
+CTX = "+ctx"
+
 # Budgets from the issue: (group, variant) -> max ratio to the inner allocator.
 BUDGETS = {
     ("heap_pairs_1t", "SampledAlloc<System>"): 1.03,
@@ -110,6 +115,7 @@ BUDGETS = {
     ("heap_pairs_2t", "SampledAlloc<Jemalloc>"): 1.20,
     ("heap_realistic", "SampledAlloc<System>"): 1.01,
 }
+BUDGETS.update({(g, v + CTX): b for (g, v), b in list(BUDGETS.items())})
 
 # Row order within a group.
 ORDER = [
@@ -117,12 +123,14 @@ ORDER = [
     "CountdownOnly<System>",
     "AtomicCounting<System>",
     "SampledAlloc<System>",
+    "SampledAlloc<System>+ctx",
     "dhat-idle",
     "dhat",
     "Jemalloc",
     "CountdownOnly<Jemalloc>",
     "AtomicCounting<Jemalloc>",
     "SampledAlloc<Jemalloc>",
+    "SampledAlloc<Jemalloc>+ctx",
     "jemalloc-prof",
 ]
 
@@ -141,7 +149,7 @@ class Result:
     def inner(self) -> str:
         if self.variant in INNER:
             return INNER[self.variant]
-        m = re.fullmatch(r"[A-Za-z]+<(.+)>", self.variant)
+        m = re.fullmatch(r"[A-Za-z]+<(.+)>", self.variant.removesuffix(CTX))
         return m.group(1) if m else self.variant
 
 
@@ -292,11 +300,13 @@ PEERS = [
     ("countdown only (the floor)", "CountdownOnly<System>", "", "System", ""),
     ("one shared atomic per op", "AtomicCounting<System>", "", "System", ""),
     ("**lowprof**", "SampledAlloc<System>", "", "System", ""),
+    ("**lowprof**, trace context set", "SampledAlloc<System>+ctx", "", "System", ""),
     ("dhat, no profiler running", "dhat-idle", "_dhat", "System", "_dhat"),
     ("dhat", "dhat", "_dhat", "System", "_dhat"),
     ("countdown only (the floor)", "CountdownOnly<Jemalloc>", "", "Jemalloc", ""),
     ("one shared atomic per op", "AtomicCounting<Jemalloc>", "", "Jemalloc", ""),
     ("**lowprof**", "SampledAlloc<Jemalloc>", "", "Jemalloc", ""),
+    ("**lowprof**, trace context set", "SampledAlloc<Jemalloc>+ctx", "", "Jemalloc", ""),
     ("**lowprof** (over the profiling jemalloc build)", "SampledAlloc<Jemalloc>", "_jeprof", "Jemalloc", "_jeprof"),
     ("jemalloc's profiler, `lg_prof_sample:19`", "jemalloc-prof", "_jeprof", "Jemalloc", "_jeprof"),
     ("jemalloc's profiler vs plain jemalloc (other process)", "jemalloc-prof", "_jeprof", "Jemalloc", ""),
@@ -354,6 +364,68 @@ def peers_table(results: list[Result], inter: dict[str, dict], verdicts: list[st
         dhat = ratios.get((base, "dhat", "_dhat_dhat"))
         if dhat is not None:
             verdicts.append(f"peers: {base}: dhat {dhat:.1f}× System")
+
+
+def context_table(heap: list[Result], cpu: list[Result], root: Path, inter: dict[str, dict],
+                  verdicts: list[str]) -> None:
+    """Issue 5's speed check: each lowprof variant with a trace context set
+    next to the same variant without one, from the same run and process."""
+    by_key = {(r.group, r.variant): r for r in heap + cpu}
+    print("| benchmark | variant | without context | with context | with / without | range (95 % CIs) "
+          "| interleaved thread CPU vs inner: without → with | budget | met? (with context) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    any_row = False
+    for group in BASE_GROUPS:
+        for variant in ["SampledAlloc<System>", "SampledAlloc<Jemalloc>"]:
+            a, b = by_key.get((group, variant)), by_key.get((group, variant + CTX))
+            if a is None or b is None:
+                continue
+            any_row = True
+            iv = inter.get(group, {})
+            qa, qb = (iv.get(variant) or {}).get("cpu_paired"), (iv.get(variant + CTX) or {}).get("cpu_paired")
+            icol = f"{qa[1]:.3f}× → {qb[1]:.3f}×" if qa and qb else "—"
+            budget = BUDGETS.get((group, variant))
+            inner = by_key.get((group, b.inner))
+            met = ""
+            if budget is not None:
+                if qb:
+                    met = verdict(qb[0], qb[1], qb[2], budget).replace("CI straddles", "IQR straddles")
+                    met += f" ({qb[1]:.3f}×, interleaved)"
+                elif inner is not None:
+                    q = b.median / inner.median
+                    met = verdict(b.lo / inner.hi, q, b.hi / inner.lo, budget) + f" ({q:.3f}×)"
+            print(f"| {group} | {variant} | {fmt_ns(a.median)} ns | {fmt_ns(b.median)} ns | "
+                  f"{b.median / a.median:.3f}× | {b.lo / a.hi:.3f}–{b.hi / a.lo:.3f} | {icol} | "
+                  f"{f'≤ {budget:.2f}×' if budget else ''} | {met} |")
+            verdicts.append(f"context: {group} {variant}: with / without a trace context "
+                            f"{b.median / a.median:.3f}× (criterion medians {fmt_ns(b.median)} / "
+                            f"{fmt_ns(a.median)} ns)" + (f"; interleaved thread CPU vs inner {qa[1]:.3f}× → "
+                                                         f"{qb[1]:.3f}×" if qa and qb else ""))
+    floor = by_key.get(("cpu_handler", "empty"))
+    a, b = by_key.get(("cpu_handler", "lowprof_sample")), by_key.get(("cpu_handler", "lowprof_sample" + CTX))
+    if floor is not None and a is not None and b is not None:
+        any_row = True
+        storm = (read_json(root / "cpu_handler" / "storm.json") or {}).get("variants", {})
+        sf = storm.get("empty", {}).get("median_ns")
+        sa = storm.get("lowprof_sample", {}).get("median_ns")
+        sb = storm.get("lowprof_sample" + CTX, {}).get("median_ns")
+        scol = f"{sa - sf:+.0f} → {sb - sf:+.0f} ns above floor (same storm)" if None not in (sf, sa, sb) else "—"
+        above = b.median - floor.median
+        met = "yes" if above <= HANDLER_BUDGET_NS and above / floor.median <= HANDLER_BUDGET_RATIO else "**no**"
+        print(f"| cpu_handler | lowprof_sample (ns/signal, above the {floor.median:.0f} ns floor) "
+              f"| {a.median - floor.median:+.0f} ns | {above:+.0f} ns | {b.median / a.median:.3f}× (whole signal) "
+              f"| {b.lo / a.hi:.3f}–{b.hi / a.lo:.3f} | {scol} | ≤ {HANDLER_BUDGET_NS:.0f} ns above floor | {met} |")
+        verdicts.append(f"context: cpu_handler: lowprof_sample {a.median - floor.median:+.0f} ns above the floor "
+                        f"without a context, {above:+.0f} ns with one (criterion medians {a.median:.0f} / "
+                        f"{b.median:.0f} ns per signal, floor {floor.median:.0f} ns)")
+    if any_row:
+        print()
+        print("`+ctx` = the same variant with `lowprof::trace::set_context(trace, span)` active on every "
+              "benchmarking thread (both workers in `heap_pairs_2t`; the signalled thread in `cpu_handler`) for "
+              "the whole batch; it runs right after the variant without a context, in the same process and group. "
+              "The context reader is registered before any variant runs, so the two differ only in whether the "
+              "thread has a context. The allocation fast path never reads the context; samples (one per ~450 "
+              "pairs; every signal in `cpu_handler`) read and record it.")
 
 
 def export_table(results: list[Result], root: Path) -> float | None:
@@ -430,7 +502,7 @@ def handler_table(results: list[Result], root: Path, verdicts: list[str]) -> Non
         floor = next((r for r in rows if r.variant == "empty"), None)
         storm = (read_json(root / group / "storm.json") or {}).get("variants", {})
         s_floor = storm.get("empty", {}).get("median_ns")
-        order = ["empty", "empty_rtsig", "lowprof_foreign", "lowprof_sample", "pprof-rs"]
+        order = ["empty", "empty_rtsig", "lowprof_foreign", "lowprof_sample", "lowprof_sample" + CTX, "pprof-rs"]
         rows.sort(key=lambda r: order.index(r.variant) if r.variant in order else 99)
         for r in rows:
             above = times = rng = "—"
@@ -443,14 +515,14 @@ def handler_table(results: list[Result], root: Path, verdicts: list[str]) -> Non
                 lo = (r.lo - floor.hi) / floor.hi
                 hi = (r.hi - floor.lo) / floor.lo
                 rng = f"{lo:.3f}–{hi:.3f}"
-                if group == "cpu_handler" and r.variant == "lowprof_sample":
+                if group == "cpu_handler" and r.variant in ("lowprof_sample", "lowprof_sample" + CTX):
                     bcol = f"≤ {HANDLER_BUDGET_NS:.0f} ns and ≤ {HANDLER_BUDGET_RATIO}× floor"
                     a_lo, a_hi = r.lo - floor.hi, r.hi - floor.lo
                     m_ns = verdict(a_lo, a, a_hi, HANDLER_BUDGET_NS)
                     m_ratio = verdict(lo, a / floor.median, hi, HANDLER_BUDGET_RATIO)
                     met = m_ns if m_ns == m_ratio else f"{m_ns} / {m_ratio}"
                     verdicts.append(
-                        f"handler: lowprof {a:+.0f} ns above a {floor.median:.0f} ns floor "
+                        f"handler: {r.variant} {a:+.0f} ns above a {floor.median:.0f} ns floor "
                         f"({a / floor.median:.3f}×) vs ≤ {HANDLER_BUDGET_NS:.0f} ns and "
                         f"≤ {HANDLER_BUDGET_RATIO}× → {met}")
             st = storm.get(r.variant, {}).get("median_ns")
@@ -582,6 +654,11 @@ def main() -> int:
         print("### Heap: profilers side by side")
         print()
         peers_table(heap, inter, verdicts)
+        print()
+    if any(r.variant.endswith(CTX) for r in heap + cpu):
+        print("### Trace context set vs not (issue 5)")
+        print()
+        context_table(heap, cpu, root, load_interleaved(root), verdicts)
         print()
     if any(r.group in HANDLER_GROUPS for r in cpu):
         print("### CPU: handler cost")

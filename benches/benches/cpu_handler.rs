@@ -17,6 +17,10 @@
 //!   `si_code = SI_TIMER` and `si_value = lowprof_sampler::timer_cookie()`:
 //!   the full sample path (classify, registers, frame-pointer walk of
 //!   ~70 frames inside the published stack region, ring push).
+//! - `lowprof_sample+ctx`: the same with a trace context
+//!   (`lowprof::trace::set_context`) set on the deep thread while its
+//!   signals arrive, so every sample also reads and records the context
+//!   (issue 5: the handler must not get slower with a context).
 //! - `lowprof_foreign`: the same signal with a wrong cookie: lowprof
 //!   classifies it as someone else's and chains to the previous handler
 //!   (the empty one, installed before lowprof started).
@@ -47,7 +51,8 @@ use lowprof_benches::cpu::{
 use lowprof_sampler::{Config, RECORD_WORDS, TimerMode};
 
 /// Benchmark ids, in run order. `report.py` relies on these names.
-const VARIANTS: [&str; 4] = ["empty", "lowprof_sample", "lowprof_foreign", "empty_rtsig"];
+const VARIANTS: [&str; 5] =
+    ["empty", "lowprof_sample", "lowprof_sample+ctx", "lowprof_foreign", "empty_rtsig"];
 
 /// Signals per variant in the interleaved cross-check, and per batch.
 const STORM: u64 = 20_000;
@@ -86,6 +91,10 @@ fn setup() -> Setup {
         "lowprof installed its handler"
     );
     let empty = lowprof.with_empty_handler();
+    // Register lowprof's context reader before any variant runs, so that
+    // `lowprof_sample` and `lowprof_sample+ctx` differ only in whether the
+    // thread has a context (as on untraced and traced threads of a service).
+    drop(lowprof_benches::set_bench_context());
     let deep = DeepThread::spawn("lp-deep");
     // The deep thread appeared after start(): publish its stack region and
     // arm its timer, as the drainer's next maintain() would.
@@ -98,24 +107,35 @@ fn setup() -> Setup {
             sig: prof,
             action: empty,
             signal: Signal::ForgedTimer { sig: prof, value: cookie },
+            context: false,
         },
         StormVariant {
             name: VARIANTS[1],
             sig: prof,
             action: lowprof,
             signal: Signal::ForgedTimer { sig: prof, value: cookie },
+            context: false,
         },
         StormVariant {
             name: VARIANTS[2],
             sig: prof,
             action: lowprof,
-            signal: Signal::ForgedTimer { sig: prof, value: cookie ^ 1 },
+            signal: Signal::ForgedTimer { sig: prof, value: cookie },
+            context: true,
         },
         StormVariant {
             name: VARIANTS[3],
+            sig: prof,
+            action: lowprof,
+            signal: Signal::ForgedTimer { sig: prof, value: cookie ^ 1 },
+            context: false,
+        },
+        StormVariant {
+            name: VARIANTS[4],
             sig: rt,
             action: Action::current(rt),
             signal: Signal::ForgedTimer { sig: rt, value: cookie },
+            context: false,
         },
     ];
     Setup { deep, variants }
@@ -127,34 +147,44 @@ fn check(s: &Setup) {
     let me = s.deep.tid();
     for v in &s.variants {
         v.action.install(v.sig);
-        let signal = v.signal;
+        let (signal, context) = (v.signal, v.context);
         let (calls0, stats0) = (empty_calls(), lowprof_sampler::stats());
-        let (depths, threads) = s.deep.run(move || {
+        let (depths, threads, contexts) = s.deep.run(move || {
+            let ctx = context.then(lowprof_benches::set_bench_context);
             drain();
             signal.send(CHUNK);
+            drop(ctx);
             let mut scratch = vec![0u64; RECORD_WORDS];
-            let (mut depths, mut threads) = (Vec::new(), Vec::new());
+            let (mut depths, mut threads, mut contexts) = (Vec::new(), Vec::new(), Vec::new());
             lowprof_sampler::drain(&mut scratch, |smp| {
                 depths.push(smp.frames.len());
                 threads.push(smp.thread);
+                contexts.push(smp.context);
             });
-            (depths, threads)
+            (depths, threads, contexts)
         });
         let (calls, stats) = (empty_calls() - calls0, lowprof_sampler::stats());
         let samples = threads.iter().filter(|&&t| t == me).count() as u64;
+        let linked = threads
+            .iter()
+            .zip(&contexts)
+            .filter(|&(&t, &c)| t == me && c == lowprof_benches::bench_context_words())
+            .count() as u64;
         let min_depth = depths.iter().copied().min().unwrap_or(0);
         eprintln!(
             "check {}: {CHUNK} signals → {calls} empty-handler calls, {samples} lowprof samples \
-             (frames ≥ {min_depth}), {} foreign, {} dropped",
+             (frames ≥ {min_depth}, {linked} with the bench trace context), {} foreign, {} dropped",
             v.name,
             stats.foreign - stats0.foreign,
             stats.dropped - stats0.dropped,
         );
         match v.name {
-            "lowprof_sample" => {
+            "lowprof_sample" | "lowprof_sample+ctx" => {
                 assert_eq!(samples, CHUNK, "every forged timer signal is a sample");
                 assert!(min_depth > DEPTH as usize, "the whole deep stack is walked: {min_depth}");
                 assert_eq!(stats.dropped, stats0.dropped);
+                let want = if v.context { CHUNK } else { 0 };
+                assert_eq!(linked, want, "samples carry the context exactly when one is set");
             }
             "lowprof_foreign" => {
                 assert_eq!(calls, CHUNK, "foreign signals are chained to the empty handler");
@@ -180,10 +210,15 @@ fn main() {
     let mut c = config();
     let mut group = c.benchmark_group("cpu_handler");
     for v in &s.variants {
-        let (sig, action, signal) = (v.sig, v.action, v.signal);
+        let (sig, action, signal, context) = (v.sig, v.action, v.signal, v.context);
         group.bench_function(v.name, |b| {
             action.install(sig);
-            b.iter_custom(|iters| s.deep.run(move || storm(signal, iters, drain)));
+            b.iter_custom(|iters| {
+                s.deep.run(move || {
+                    let _ctx = context.then(lowprof_benches::set_bench_context);
+                    storm(signal, iters, drain)
+                })
+            });
         });
     }
     group.finish();
@@ -201,10 +236,13 @@ fn main() {
         }
         let floor = results[0].median();
         let lowprof = results[1].median();
+        let with_ctx = results[2].median();
         eprintln!(
-            "  lowprof above the floor: {:.0} ns ({:.3}× the floor); dropped during the storm: {}",
+            "  lowprof above the floor: {:.0} ns ({:.3}× the floor), with a trace context {:.0} ns; \
+             dropped during the storm: {}",
             lowprof - floor,
             (lowprof - floor) / floor,
+            with_ctx - floor,
             after.dropped - before.dropped
         );
         let json = storm_json(

@@ -73,8 +73,20 @@ fn main() {
     let deep = DeepThread::spawn("lp-deep");
     let sig = libc::SIGPROF;
     let variants = [
-        StormVariant { name: "empty", sig, action: empty, signal: Signal::Tkill { sig } },
-        StormVariant { name: "pprof-rs", sig, action: pprof_action, signal: Signal::Tkill { sig } },
+        StormVariant {
+            name: "empty",
+            sig,
+            action: empty,
+            signal: Signal::Tkill { sig },
+            context: false,
+        },
+        StormVariant {
+            name: "pprof-rs",
+            sig,
+            action: pprof_action,
+            signal: Signal::Tkill { sig },
+            context: false,
+        },
     ];
     eprintln!(
         "pprof-rs unwinder: {}; handler flags {:#x}",

@@ -6,6 +6,10 @@
 //! - `System` vs `CountdownOnly<System>` (the floor) vs `AtomicCounting<System>`
 //!   (one shared atomic per op, the reference) vs `SampledAlloc<System>`
 //! - the same four over `Jemalloc`
+//! - `SampledAlloc<System>+ctx`, `SampledAlloc<Jemalloc>+ctx`: the same
+//!   wrapper with a trace context (`lowprof::trace::set_context`) set on
+//!   every benchmarking thread for the whole batch, right after the run
+//!   without one (issue 5: the fast path must not get slower with a context)
 //!
 //! on one thread (`heap_pairs_1t`) and on two threads running the same loop
 //! on their own blocks, started together (`heap_pairs_2t`; time per pair per
@@ -26,7 +30,7 @@ use criterion::Criterion;
 use lowprof_alloc::SampledAlloc;
 use lowprof_benches::cpu::{Args, write_result};
 use lowprof_benches::interleave::{Variant, interleave, report};
-use lowprof_benches::{AtomicCounting, CountdownOnly, PairLoop, Pool, TimedPairs};
+use lowprof_benches::{AtomicCounting, CountdownOnly, PairLoop, Pool, TimedPairs, WithContext};
 use tikv_jemallocator::Jemalloc;
 
 static SYS: System = System;
@@ -40,15 +44,17 @@ static JE_SAMPLED: SampledAlloc<Jemalloc> = SampledAlloc::new(Jemalloc);
 
 /// Benchmark ids, in the order they run (each wrapper right after its
 /// inner allocator). `report.py` relies on these names.
-const VARIANTS: [&str; 8] = [
+const VARIANTS: [&str; 10] = [
     "System",
     "CountdownOnly<System>",
     "AtomicCounting<System>",
     "SampledAlloc<System>",
+    "SampledAlloc<System>+ctx",
     "Jemalloc",
     "CountdownOnly<Jemalloc>",
     "AtomicCounting<Jemalloc>",
     "SampledAlloc<Jemalloc>",
+    "SampledAlloc<Jemalloc>+ctx",
 ];
 
 /// One pair loop per variant, in [`VARIANTS`] order. Each thread has its own.
@@ -58,10 +64,12 @@ fn loops() -> Vec<Box<dyn TimedPairs>> {
         Box::new(PairLoop::new(&SYS_FLOOR)),
         Box::new(PairLoop::new(&SYS_ATOMIC)),
         Box::new(PairLoop::new(&SYS_SAMPLED)),
+        Box::new(WithContext(PairLoop::new(&SYS_SAMPLED))),
         Box::new(PairLoop::new(&JE)),
         Box::new(PairLoop::new(&JE_FLOOR)),
         Box::new(PairLoop::new(&JE_ATOMIC)),
         Box::new(PairLoop::new(&JE_SAMPLED)),
+        Box::new(WithContext(PairLoop::new(&JE_SAMPLED))),
     ]
 }
 
@@ -129,5 +137,6 @@ fn main() {
     if args.run_extra("heap_pairs_1t") {
         interleaved();
     }
+    lowprof_benches::check_context_samples(!args.test && !args.list);
     eprintln!("{}", lowprof_benches::stats_line());
 }

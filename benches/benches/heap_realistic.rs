@@ -8,6 +8,9 @@
 //! (one shared atomic per op, the reference) or `SampledAlloc<System>`
 //! according to a global mode, so the four are measured in one process and
 //! one criterion group (`heap_realistic`). Sampling is on for the whole run.
+//! `SampledAlloc<System>+ctx` is the sampled mode again with a trace context
+//! (`lowprof::trace::set_context`) set on the thread for the whole batch
+//! (issue 5: the fast path must not get slower with a context).
 //! Which allocator frees which block, and why the sampled mode runs last, is
 //! explained in `lowprof_benches::switch`.
 //!
@@ -32,19 +35,25 @@ use lowprof_benches::switch::{
     MODE_ATOMIC, MODE_FLOOR, MODE_SAMPLED, MODE_SYSTEM, Switch, leave_sampled_route, set_mode,
     workload,
 };
-use lowprof_benches::Drainer;
+use lowprof_benches::{CTX_SUFFIX, Drainer, set_bench_context};
 
 #[global_allocator]
 static GLOBAL: Switch = Switch::new(System);
 
 /// Benchmark ids and modes, in run order (sampled last: see `lowprof_benches::switch`).
 /// `report.py` relies on these names.
-const MODES: [(&str, u8); 4] = [
+const MODES: [(&str, u8); 5] = [
     ("System", MODE_SYSTEM),
     ("CountdownOnly<System>", MODE_FLOOR),
     ("AtomicCounting<System>", MODE_ATOMIC),
     ("SampledAlloc<System>", MODE_SAMPLED),
+    ("SampledAlloc<System>+ctx", MODE_SAMPLED),
 ];
+
+/// The bench trace context for the variants whose name ends in `+ctx`.
+fn context_for(name: &str) -> Option<lowprof::trace::ContextGuard> {
+    name.ends_with(CTX_SUFFIX).then(set_bench_context)
+}
 
 fn realistic(c: &mut Criterion) {
     let mut drainer = Drainer::new();
@@ -56,6 +65,7 @@ fn realistic(c: &mut Criterion) {
     for (name, mode) in MODES {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
+                let _ctx = context_for(name);
                 set_mode(mode);
                 let mut spent = Duration::ZERO;
                 for _ in 0..iters {
@@ -82,7 +92,8 @@ fn interleaved() {
     let mut drainer = Drainer::new();
     let mut stuck = 0u32;
     let results = interleave(&variants, ROUNDS, |i| {
-        let mode = MODES[i].1;
+        let (name, mode) = MODES[i];
+        let _ctx = context_for(name);
         set_mode(mode);
         if !leave_sampled_route() {
             stuck += u32::from(mode != MODE_SAMPLED);
@@ -119,5 +130,6 @@ fn main() {
     if args.run_extra("heap_realistic") {
         interleaved();
     }
+    lowprof_benches::check_context_samples(!args.test && !args.list);
     eprintln!("{}", lowprof_benches::stats_line());
 }

@@ -13,7 +13,9 @@
 //! Instructions per op = collected Ir / ops. Sampling is on, as in the
 //! criterion benches unless `STOP_SAMPLING` is set in the environment (then
 //! `SampledAlloc` runs its fast paths but never samples); `MAX_SIZE=N` caps
-//! the pair sizes at N bytes; `INTERVAL=N` sets the sampling interval.
+//! the pair sizes at N bytes; `INTERVAL=N` sets the sampling interval;
+//! `CONTEXT=1` sets a trace context (`lowprof::trace::set_context`) on the
+//! measuring thread for the whole run, as the `+ctx` criterion variants do.
 //! `benches/callgrind.sh` runs every variant; `benches/ladder.py` times them.
 //!
 //! Peers: `dhat-idle` / `dhat` run the pairs through a `dhat::Alloc` with no
@@ -107,6 +109,8 @@ fn go<A: GlobalAlloc + 'static>(alloc: &'static A, pairs: u64) {
         after.samples - before.samples,
         pairs as f64 / (after.samples - before.samples).max(1) as f64
     );
+    let (drained, linked) = lowprof_benches::drained_samples();
+    eprintln!("heap samples drained: {drained}, with the bench trace context: {linked}");
 }
 
 /// `iterations` builds and drops of the realistic map in `mode`.
@@ -142,6 +146,8 @@ fn main() {
     if std::env::var_os("STOP_SAMPLING").is_some() {
         lowprof_alloc::stop();
     }
+    // The bench trace context, held until the end of the run.
+    let _ctx = std::env::var_os("CONTEXT").is_some().then(lowprof_benches::set_bench_context);
     match variant.as_str() {
         "system" => go(&SYS, pairs),
         "floor-system" => go(&SYS_FLOOR, pairs),

@@ -30,6 +30,57 @@ pub fn start_sampling() {
         eprintln!("lowprof_alloc::start failed: {e}");
         std::process::exit(2);
     }
+    // Register lowprof's trace-context reader up front (the first
+    // `set_context` would), so that every variant, with a context or
+    // without, runs with the reader in place, as in a traced service.
+    drop(set_bench_context());
+}
+
+/// Suffix of the benchmark ids of variants run with a trace context set on
+/// every benchmarking thread (`SampledAlloc<System>+ctx`,
+/// `lowprof_sample+ctx`). `report.py` relies on it.
+pub const CTX_SUFFIX: &str = "+ctx";
+
+/// The trace id the context variants run under (W3C example id).
+pub const BENCH_TRACE_ID: [u8; 16] = [
+    0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36,
+];
+/// The span id the context variants run under.
+pub const BENCH_SPAN_ID: [u8; 8] = [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7];
+
+/// Sets [`BENCH_TRACE_ID`] / [`BENCH_SPAN_ID`] as the calling thread's trace
+/// context (`lowprof::trace::set_context`) until the guard is dropped.
+pub fn set_bench_context() -> lowprof::trace::ContextGuard {
+    lowprof::trace::set_context(BENCH_TRACE_ID, BENCH_SPAN_ID)
+}
+
+/// The record words of the bench context, as samples carry them.
+pub fn bench_context_words() -> lowprof_core::event::ContextWords {
+    lowprof_core::context::pack(BENCH_TRACE_ID, BENCH_SPAN_ID, 0)
+}
+
+/// Heap samples drained by any [`Drainer`] so far, and how many of them
+/// carried the bench context: checks that the `+ctx` variants really sample
+/// with a context.
+static DRAINED_SAMPLES: AtomicU64 = AtomicU64::new(0);
+static LINKED_SAMPLES: AtomicU64 = AtomicU64::new(0);
+
+/// `(heap samples drained, of which carrying the bench context)`.
+pub fn drained_samples() -> (u64, u64) {
+    (DRAINED_SAMPLES.load(Ordering::Relaxed), LINKED_SAMPLES.load(Ordering::Relaxed))
+}
+
+/// Prints how many drained heap samples carried the bench context and, if
+/// `check` (a full run, where the `+ctx` variants take many samples), stops
+/// the bench when none did: the context variants would have measured
+/// nothing new.
+pub fn check_context_samples(check: bool) {
+    let (samples, linked) = drained_samples();
+    eprintln!("heap samples drained: {samples}, with the bench trace context: {linked}");
+    if check && linked == 0 {
+        eprintln!("no heap sample carried the bench trace context");
+        std::process::exit(3);
+    }
 }
 
 /// Hands every queued heap record to nobody, as the exporter's drainer
@@ -48,8 +99,17 @@ impl Drainer {
 
     /// Drains every ring; returns the number of records dropped on the floor.
     pub fn drain(&mut self) -> usize {
-        let mut n = 0;
-        let _ = lowprof_alloc::drain(&mut self.scratch, |_| n += 1);
+        let (mut n, mut samples, mut linked) = (0, 0, 0);
+        let ctx = bench_context_words();
+        let _ = lowprof_alloc::drain(&mut self.scratch, |ev| {
+            n += 1;
+            if let lowprof_alloc::HeapEvent::Alloc(a) = ev {
+                samples += 1;
+                linked += u64::from(a.context == ctx);
+            }
+        });
+        DRAINED_SAMPLES.fetch_add(samples, Ordering::Relaxed);
+        LINKED_SAMPLES.fetch_add(linked, Ordering::Relaxed);
         n
     }
 }
@@ -381,6 +441,24 @@ impl<A: GlobalAlloc + 'static> TimedPairs for PairLoop<A> {
 
     fn run_batch(&mut self, n: u64) -> interleave::Batch {
         PairLoop::run_batch(self, n)
+    }
+}
+
+/// A pair loop run with the bench trace context set on the thread that runs
+/// it ([`set_bench_context`]): the guard is taken before the clock starts and
+/// lives for the whole batch, so every allocation and every sample of the
+/// batch happens under the context.
+pub struct WithContext<T>(pub T);
+
+impl<T: TimedPairs> TimedPairs for WithContext<T> {
+    fn run_timed(&mut self, n: u64) -> Duration {
+        let _ctx = set_bench_context();
+        self.0.run_timed(n)
+    }
+
+    fn run_batch(&mut self, n: u64) -> interleave::Batch {
+        let _ctx = set_bench_context();
+        self.0.run_batch(n)
     }
 }
 

@@ -210,6 +210,9 @@ pub struct StormVariant {
     pub action: Action,
     /// How the signals are sent.
     pub signal: Signal,
+    /// Whether the signalled thread has the bench trace context set
+    /// ([`crate::set_bench_context`]) while its signals arrive.
+    pub context: bool,
 }
 
 /// Per-signal times of each variant's batches.
@@ -251,8 +254,11 @@ pub fn interleaved_storm(
             let i = (k + round as usize) % variants.len();
             let v = &variants[i];
             v.action.install(v.sig);
-            let signal = v.signal;
-            let spent = deep.run(move || storm(signal, batch, between));
+            let (signal, context) = (v.signal, v.context);
+            let spent = deep.run(move || {
+                let _ctx = context.then(crate::set_bench_context);
+                storm(signal, batch, between)
+            });
             results[i].batches.push(spent.as_nanos() as f64 / batch as f64);
         }
     }
