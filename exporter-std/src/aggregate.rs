@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!  HEAP_ALLOC ─► stacks.intern(frames) = s ─► alloc[(s, size, ctx)] += (w, w·size)
+//!            │                               and the same in every open alloc window
 //!            └─► live[sample_id] = (s, ctx, drain epoch)      (unless untracked)
 //!  HEAP_FREE  ─► live.remove(sample_id)
 //!  snapshot   ─► epoch += 1; scan the region's live blocks; drain;
@@ -105,6 +106,7 @@ pub(crate) trait Linked: Copy + Eq + Hash {
 /// Bounds the rows of one map that carry trace ids: remembers them oldest
 /// first and folds the oldest half into unlinked rows when there are too
 /// many.
+#[derive(Clone)]
 pub(crate) struct LinkBound<K> {
     order: VecDeque<K>,
     /// Rows whose trace ids were folded away, in total.
@@ -174,6 +176,39 @@ impl Merge for Estimate {
     }
 }
 
+/// Allocations per stack, size and context, with their linked rows
+/// bounded.
+#[derive(Default, Clone)]
+pub(crate) struct AllocWindow {
+    /// The sums.
+    pub alloc: HashMap<HeapKey, Estimate>,
+    /// Keeps the linked rows of `alloc` bounded.
+    pub links: LinkBound<HeapKey>,
+}
+
+impl AllocWindow {
+    fn add(&mut self, key: HeapKey, weight: f64, size: u64) {
+        add_alloc_row(&mut self.alloc, &mut self.links, key, weight, size);
+    }
+}
+
+/// Adds one sampled allocation to the row `key` of `alloc`.
+fn add_alloc_row(
+    alloc: &mut HashMap<HeapKey, Estimate>,
+    links: &mut LinkBound<HeapKey>,
+    key: HeapKey,
+    weight: f64,
+    size: u64,
+) {
+    match alloc.entry(key) {
+        Entry::Occupied(mut e) => e.get_mut().add(weight, size),
+        Entry::Vacant(e) => {
+            e.insert(Estimate::default()).add(weight, size);
+            links.inserted(key, alloc);
+        }
+    }
+}
+
 /// Heap records, aggregated.
 #[derive(Default)]
 pub(crate) struct HeapAggregate {
@@ -182,6 +217,11 @@ pub(crate) struct HeapAggregate {
     pub alloc: HashMap<HeapKey, Estimate>,
     /// Keeps the linked rows of `alloc` bounded.
     pub alloc_links: LinkBound<HeapKey>,
+    /// Allocations since each consumer of deltas last took them (the
+    /// periodic OTLP export), by window id; like `alloc`, but emptied at
+    /// every take, so each is bounded by what one interval allocates.
+    alloc_windows: Vec<(u64, AllocWindow)>,
+    next_alloc_window: u64,
     live: HashMap<u64, LiveSample>,
     epoch: u64,
 }
@@ -206,16 +246,36 @@ impl HeapAggregate {
         let stack = self.stacks.intern(event.frames);
         let context = event.context;
         let key = HeapKey { stack, size: event.size, context };
-        match self.alloc.entry(key) {
-            Entry::Occupied(mut e) => e.get_mut().add(event.weight, event.size),
-            Entry::Vacant(e) => {
-                e.insert(Estimate::default()).add(event.weight, event.size);
-                self.alloc_links.inserted(key, &mut self.alloc);
-            }
+        add_alloc_row(&mut self.alloc, &mut self.alloc_links, key, event.weight, event.size);
+        for (_, window) in &mut self.alloc_windows {
+            window.add(key, event.weight, event.size);
         }
         if event.flags & FLAG_UNTRACKED == 0 {
             self.live.insert(event.sample_id, LiveSample { stack, context, epoch: self.epoch });
         }
+    }
+
+    /// Opens an alloc window holding everything allocated so far (a copy
+    /// of `alloc`), so that its first take covers the session from its
+    /// start; returns its id.
+    pub(crate) fn open_alloc_window(&mut self) -> u64 {
+        let id = self.next_alloc_window;
+        self.next_alloc_window += 1;
+        let window = AllocWindow { alloc: self.alloc.clone(), links: self.alloc_links.clone() };
+        self.alloc_windows.push((id, window));
+        id
+    }
+
+    /// What window `id` gathered since it was opened or last taken,
+    /// restarting it empty; `None` if it is not open.
+    pub(crate) fn take_alloc_window(&mut self, id: u64) -> Option<AllocWindow> {
+        let (_, window) = self.alloc_windows.iter_mut().find(|(w, _)| *w == id)?;
+        Some(std::mem::take(window))
+    }
+
+    /// Closes window `id`.
+    pub(crate) fn close_alloc_window(&mut self, id: u64) {
+        self.alloc_windows.retain(|(w, _)| *w != id);
     }
 
     /// Ends one sampled block.
@@ -377,6 +437,49 @@ mod tests {
         let epoch = h.begin_snapshot();
         h.prune(&[], epoch);
         assert_eq!(h.known_live(), 0);
+    }
+
+    #[test]
+    fn alloc_windows_start_with_the_session_and_restart_at_each_take() {
+        let mut h = HeapAggregate::default();
+        h.add_alloc(&alloc(1, 100, 2.0, &[10], 0));
+        let w = h.open_alloc_window();
+        let other = h.open_alloc_window();
+        h.add_alloc(&alloc(2, 100, 1.0, &[10], 0));
+        h.add_alloc(&alloc(3, 8, 4.0, &[20], FLAG_UNTRACKED));
+        let k10 = HeapKey { stack: h.stacks.intern(&[10]), size: 100, context: [0; 4] };
+        let k20 = HeapKey { stack: h.stacks.intern(&[20]), size: 8, context: [0; 4] };
+        // The first take covers everything since the start, as `alloc` does.
+        let first = h.take_alloc_window(w).unwrap();
+        assert_eq!(first.alloc[&k10], Estimate { objects: 3.0, bytes: 300.0 });
+        assert_eq!(first.alloc[&k20], Estimate { objects: 4.0, bytes: 32.0 });
+        assert_eq!(first.alloc, h.alloc);
+        // Then only what came since; other windows and `alloc` are untouched.
+        assert!(h.take_alloc_window(w).unwrap().alloc.is_empty());
+        h.add_alloc(&alloc(4, 100, 1.0, &[10], 0));
+        let second = h.take_alloc_window(w).unwrap();
+        assert_eq!(second.alloc.len(), 1);
+        assert_eq!(second.alloc[&k10], Estimate { objects: 1.0, bytes: 100.0 });
+        assert_eq!(h.alloc[&k10], Estimate { objects: 4.0, bytes: 400.0 });
+        assert_eq!(h.take_alloc_window(other).unwrap().alloc[&k10].objects, 4.0);
+        h.close_alloc_window(w);
+        assert!(h.take_alloc_window(w).is_none());
+        h.add_alloc(&alloc(5, 100, 1.0, &[10], 0));
+        assert_eq!(h.take_alloc_window(other).unwrap().alloc[&k10].objects, 1.0);
+    }
+
+    #[test]
+    fn alloc_window_links_are_bounded_too() {
+        let mut h = HeapAggregate::default();
+        let w = h.open_alloc_window();
+        for i in 1..=MAX_LINKED_ROWS as u64 + 1 {
+            h.add_alloc(&HeapAlloc { context: [1, i, 3, 7], ..alloc(i, 8, 1.0, &[5], 0) });
+        }
+        let taken = h.take_alloc_window(w).unwrap();
+        assert_eq!(taken.links.folded, MAX_LINKED_ROWS as u64 / 2);
+        assert_eq!(taken.alloc.len(), MAX_LINKED_ROWS / 2 + 2);
+        let total: f64 = taken.alloc.values().map(|e| e.objects).sum();
+        assert_eq!(total, MAX_LINKED_ROWS as f64 + 1.0);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use lowprof_alloc::HeapEvent;
 
-use crate::aggregate::{CpuAggregate, HeapAggregate};
+use crate::aggregate::{AllocWindow, CpuAggregate, HeapAggregate};
 use crate::budget::Budget;
 use crate::session::Session;
 
@@ -83,11 +83,52 @@ pub(crate) struct TakenWindow {
     pub dropped: DroppedCpu,
 }
 
+/// Heap allocations dropped (rings full), as the allocator counts them.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(crate) struct DroppedAllocs {
+    pub objects: f64,
+    pub bytes: u64,
+}
+
+impl DroppedAllocs {
+    /// The allocator's counters in `stats`.
+    pub(crate) fn of(stats: &lowprof_alloc::HeapStats) -> Self {
+        Self { objects: stats.dropped_alloc_objects, bytes: stats.dropped_alloc_bytes }
+    }
+
+    fn since(self, earlier: Self) -> Self {
+        Self {
+            objects: (self.objects - earlier.objects).max(0.0),
+            bytes: self.bytes.saturating_sub(earlier.bytes),
+        }
+    }
+}
+
+/// When an alloc window (in [`HeapAggregate`]) was last taken.
+struct AllocWindowMark {
+    /// The start of what the window holds now.
+    start: SystemTime,
+    /// The dropped allocations already reported by an earlier take.
+    dropped_reported: DroppedAllocs,
+}
+
+/// What [`State::take_alloc_window`] hands out: the allocations of
+/// `[start, end)`.
+pub(crate) struct TakenAllocWindow {
+    pub window: AllocWindow,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    /// Allocations dropped (rings full) during the window.
+    pub dropped: DroppedAllocs,
+}
+
 /// Aggregates and the scratch buffers used to drain into them.
 pub(crate) struct State {
     pub heap: HeapAggregate,
     cpu_windows: Vec<(WindowId, CpuWindow)>,
     next_window: WindowId,
+    /// The open alloc windows' marks, by the heap aggregate's window id.
+    alloc_marks: Vec<(WindowId, AllocWindowMark)>,
     /// The heap counters when this session started: its profiles report
     /// only what happened since.
     pub heap_baseline: HeapBaseline,
@@ -109,6 +150,7 @@ impl State {
             heap: HeapAggregate::default(),
             cpu_windows,
             next_window: USER_WINDOW + 1,
+            alloc_marks: Vec::new(),
             heap_baseline: HeapBaseline::now(),
             records: 0,
             heap_scratch: vec![0; lowprof_alloc::RECORD_WORDS],
@@ -158,6 +200,46 @@ impl State {
         let dropped = fresh.dropped_reported.since(window.dropped_reported);
         let old = std::mem::replace(window, fresh);
         Some(TakenWindow { agg: old.agg, start: old.start, end: window.start, dropped })
+    }
+
+    /// Opens a window of heap allocations for a consumer of deltas. It
+    /// starts at the session's start (`session_start`): its first take holds
+    /// everything allocated so far.
+    pub(crate) fn open_alloc_window(&mut self, session_start: SystemTime) -> WindowId {
+        let id = self.heap.open_alloc_window();
+        let dropped_reported = DroppedAllocs {
+            objects: self.heap_baseline.dropped_objects,
+            bytes: self.heap_baseline.dropped_bytes,
+        };
+        self.alloc_marks.push((id, AllocWindowMark { start: session_start, dropped_reported }));
+        id
+    }
+
+    /// The allocations of window `id` since it was opened or last taken,
+    /// restarting it now; `stats` are the allocator's counters now.
+    pub(crate) fn take_alloc_window(
+        &mut self,
+        id: WindowId,
+        stats: &lowprof_alloc::HeapStats,
+    ) -> Option<TakenAllocWindow> {
+        let (_, mark) = self.alloc_marks.iter_mut().find(|(w, _)| *w == id)?;
+        let window = self.heap.take_alloc_window(id)?;
+        let end = SystemTime::now();
+        let now = DroppedAllocs::of(stats);
+        let taken = TakenAllocWindow {
+            window,
+            start: mark.start,
+            end,
+            dropped: now.since(mark.dropped_reported),
+        };
+        *mark = AllocWindowMark { start: end, dropped_reported: now };
+        Some(taken)
+    }
+
+    /// Closes a window opened with [`State::open_alloc_window`].
+    pub(crate) fn close_alloc_window(&mut self, id: WindowId) {
+        self.heap.close_alloc_window(id);
+        self.alloc_marks.retain(|(w, _)| *w != id);
     }
 
     /// Distinct CPU stacks in the user's window.
@@ -323,5 +405,59 @@ pub(crate) fn run(shared: Arc<Session>) {
                 shared.stop_sampling();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The allocator's counters with `objects` and `bytes` dropped in all.
+    fn stats_with_drops(objects: f64, bytes: u64) -> lowprof_alloc::HeapStats {
+        let mut stats = lowprof_alloc::stats();
+        stats.dropped_alloc_objects = objects;
+        stats.dropped_alloc_bytes = bytes;
+        stats
+    }
+
+    #[test]
+    fn every_dropped_allocation_is_in_exactly_one_alloc_window() {
+        let mut state = State::new(false);
+        state.heap_baseline.dropped_objects = 10.0;
+        state.heap_baseline.dropped_bytes = 1000;
+        let session_start = SystemTime::now() - Duration::from_secs(5);
+        let id = state.open_alloc_window(session_start);
+
+        // The first take counts from the session's baseline, not from zero
+        // (drops of an earlier session are not this one's).
+        let first = state.take_alloc_window(id, &stats_with_drops(13.0, 1300)).unwrap();
+        assert_eq!(first.dropped, DroppedAllocs { objects: 3.0, bytes: 300 });
+        assert_eq!(first.start, session_start);
+        // Nothing new: nothing dropped; the windows chain without a gap.
+        let second = state.take_alloc_window(id, &stats_with_drops(13.0, 1300)).unwrap();
+        assert_eq!(second.dropped, DroppedAllocs::default());
+        assert_eq!(second.start, first.end);
+        let third = state.take_alloc_window(id, &stats_with_drops(20.5, 2000)).unwrap();
+        assert_eq!(third.dropped, DroppedAllocs { objects: 7.5, bytes: 700 });
+        assert_eq!(third.start, second.end);
+        // Summed over the windows: what the cumulative profile reports
+        // (now minus the baseline).
+        let objects: f64 = [&first, &second, &third].iter().map(|t| t.dropped.objects).sum();
+        let bytes: u64 = [&first, &second, &third].iter().map(|t| t.dropped.bytes).sum();
+        assert_eq!((objects, bytes), (20.5 - 10.0, 2000 - 1000));
+
+        // A second consumer opened later still starts at the session's
+        // start, with its own marks.
+        let other = state.open_alloc_window(session_start);
+        let taken = state.take_alloc_window(other, &stats_with_drops(21.0, 2100)).unwrap();
+        assert_eq!(taken.dropped, DroppedAllocs { objects: 11.0, bytes: 1100 });
+        let taken = state.take_alloc_window(id, &stats_with_drops(21.0, 2100)).unwrap();
+        assert_eq!(taken.dropped, DroppedAllocs { objects: 0.5, bytes: 100 });
+
+        state.close_alloc_window(id);
+        assert!(state.take_alloc_window(id, &stats_with_drops(21.0, 2100)).is_none());
+        assert!(state.take_alloc_window(other, &stats_with_drops(21.0, 2100)).is_some());
     }
 }

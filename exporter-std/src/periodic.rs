@@ -1,15 +1,24 @@
 //! The periodic exporter: every export interval, the CPU profile of that
-//! interval and the heap profile at that moment go out, as one OTLP request
-//! and/or as rotating pprof files.
+//! interval and the heap at that moment go out, as one OTLP request and/or
+//! as rotating pprof files.
 //!
 //! ```text
 //!  thread "lowprof-periodic" (SIGPROF blocked)
 //!    every interval, and once more at stop:
-//!      cpu  = session.cpu_profile_of(own window)     (its own window: the user's
-//!      heap = session.heap_profile()                  cpu_profile() is unaffected)
-//!      ├─ OTLP:  otlp::encode_request([heap, cpu]) ─► HttpExporter queue ─► lowprof-export
-//!      └─ files: RotatingWriter: heap-<time>-<n>.pb.gz, cpu-<time>-<n>.pb.gz
+//!      cpu  = session.cpu_profile_of(own CPU window)   (own windows: the user's
+//!      heap = session.heap_round(own alloc window)      profiles are unaffected)
+//!             (session.heap_profile() when only files are written)
+//!      ├─ OTLP:  otlp::encode_request([alloc delta, in use, cpu]) ─► HttpExporter ─► lowprof-export
+//!      └─ files: RotatingWriter: heap-<time>-<n>.pb.gz (cumulative), cpu-<time>-<n>.pb.gz
 //! ```
+//!
+//! The heap goes out in two forms. Files hold Go's cumulative heap profile
+//! (`alloc_*` since the start, `inuse_*` now), as `go tool pprof` expects.
+//! OTLP backends (Pyroscope, for one) take each profile as the measurement
+//! of its own `[time, time + duration)` and add profiles up over time, so
+//! OTLP gets the allocations of `[previous round, now)` (the first round:
+//! since the session start) as one profile, and `inuse_*` as a snapshot at
+//! now with duration zero as another.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -74,7 +83,14 @@ impl Periodic {
         interval: Duration,
         outputs: Outputs,
     ) -> Result<Self, Error> {
-        let window = lock(&session.state).open_window();
+        let windows = {
+            let mut state = lock(&session.state);
+            let cpu = state.open_window();
+            // Opened now, but it holds everything since the session start.
+            let alloc = (outputs.otlp.is_some() && session.config.heap)
+                .then(|| state.open_alloc_window(session.started.0));
+            Windows { cpu, alloc }
+        };
         let export = outputs.otlp.as_ref().map(|(exporter, _)| exporter.counters());
         let files = outputs.files.is_some();
         let shared = Arc::new(Shared {
@@ -86,7 +102,7 @@ impl Periodic {
         let for_thread = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("lowprof-periodic".into())
-            .spawn(move || run(&session, &for_thread, window, interval))
+            .spawn(move || run(&session, &for_thread, windows, interval))
             .map_err(Error::Spawn)?;
         Ok(Self { shared, handle: Some(handle), export, files })
     }
@@ -128,7 +144,16 @@ impl Drop for Periodic {
     }
 }
 
-fn run(session: &Session, shared: &Shared, window: WindowId, interval: Duration) {
+/// The periodic consumer's windows in the session.
+#[derive(Clone, Copy)]
+struct Windows {
+    /// CPU samples since the previous round.
+    cpu: WindowId,
+    /// Allocations since the previous round, for OTLP.
+    alloc: Option<WindowId>,
+}
+
+fn run(session: &Session, shared: &Shared, windows: Windows, interval: Duration) {
     let _ = lowprof_sampler::block_sigprof_on_current_thread();
     loop {
         let stopping = {
@@ -139,31 +164,45 @@ fn run(session: &Session, shared: &Shared, window: WindowId, interval: Duration)
                 .unwrap_or_else(|p| p.into_inner());
             *stop
         };
-        export_once(session, shared, window);
+        export_once(session, shared, windows);
         if stopping {
             break;
         }
     }
-    lock(&session.state).close_window(window);
+    let mut state = lock(&session.state);
+    state.close_window(windows.cpu);
+    if let Some(alloc) = windows.alloc {
+        state.close_alloc_window(alloc);
+    }
 }
 
 /// One round: take the profiles and hand them to every output. Errors of
 /// one output never stop the others (they are counted).
-fn export_once(session: &Session, shared: &Shared, window: WindowId) {
+fn export_once(session: &Session, shared: &Shared, windows: Windows) {
     let config = &session.config;
-    let cpu = if config.cpu_hz > 0 { session.cpu_profile_of(window).ok() } else { None };
-    let heap = if config.heap && lowprof_alloc::is_installed() {
-        session.heap_profile().ok()
+    let cpu = if config.cpu_hz > 0 { session.cpu_profile_of(windows.cpu).ok() } else { None };
+    // For files, the cumulative heap; for OTLP, the alloc delta and in-use
+    // snapshot of the same moment.
+    let (heap, otlp_heap) = if config.heap && lowprof_alloc::is_installed() {
+        match windows.alloc {
+            Some(window) => match session.heap_round(window) {
+                Ok(round) => (Some(round.cumulative), vec![round.alloc_delta, round.in_use]),
+                Err(_) => (None, Vec::new()),
+            },
+            None => (session.heap_profile().ok(), Vec::new()),
+        }
     } else {
-        None
+        (None, Vec::new())
     };
-    let profiles: Vec<&Profile> = heap.iter().chain(cpu.iter()).collect();
-    if profiles.is_empty() {
+    if heap.is_none() && cpu.is_none() {
         return;
     }
     let mut outputs = lock(&shared.outputs);
     if let Some((exporter, resource)) = &outputs.otlp {
-        exporter.submit(otlp::encode_request(&profiles, resource));
+        let profiles: Vec<&Profile> = otlp_heap.iter().chain(cpu.iter()).collect();
+        if !profiles.is_empty() {
+            exporter.submit(otlp::encode_request(&profiles, resource));
+        }
     }
     if let Some(writer) = outputs.files.as_mut() {
         for (prefix, profile) in [("heap", heap.as_ref()), ("cpu", cpu.as_ref())] {

@@ -3,9 +3,11 @@
 //!
 //! ```text
 //!  Session (Arc) ◄── Profiler (start/stop), drainer, periodic exporter, pull server
-//!   ├ state (Mutex): heap aggregate, CPU windows (one per consumer)
+//!   ├ state (Mutex): heap aggregate (+ alloc windows), CPU windows (one per consumer)
 //!   ├ symbolizer thread (blazesym, !Send, on its own thread)
 //!   │ heap_profile(): scan live blocks, drain, attribute ─► symbolize ─► Profile
+//!   │ heap_round(alloc window): the same snapshot, plus the window's allocations
+//!   │     taken under the same lock ─► cumulative / alloc delta / in-use Profiles
 //!   └ cpu_profile_of(window): drain, take the window ─► symbolize ─► Profile
 //! ```
 //!
@@ -29,7 +31,7 @@ use crate::assemble::{DROPPED_FRAME, Header, RawSample};
 use crate::builder::ProfilerBuilder;
 use crate::drain::{HeapBaseline, State, TakenWindow, USER_WINDOW, WindowId, lock};
 use crate::error::Error;
-use crate::profile::{Label, LabelValue, Profile, ProfileKind, ValueType};
+use crate::profile::{Label, LabelValue, Profile, ProfileKind, Sample, ValueType};
 use crate::profiler::Stats;
 use crate::symbolize_thread::{Job, SymbolizeThread};
 use crate::trace::{SPAN_ID_LABEL, SPAN_NAME_LABEL, TRACE_ID_LABEL};
@@ -148,6 +150,28 @@ impl Session {
     /// profiler started) and `inuse_objects`, `inuse_space` (blocks live at
     /// this moment), unbiased per sample.
     pub(crate) fn heap_profile(&self) -> Result<Profile, Error> {
+        Ok(self.heap_snapshot(None)?.0)
+    }
+
+    /// One periodic round's heap, from one snapshot: the cumulative profile
+    /// of [`Session::heap_profile`] (for files), and for OTLP the allocations
+    /// since the previous take of alloc window `window` (see
+    /// [`State::open_alloc_window`]) and the in-use heap at this moment.
+    pub(crate) fn heap_round(&self, window: WindowId) -> Result<HeapRound, Error> {
+        let (profile, taken) = self.heap_snapshot(Some(window))?;
+        let (start, end) = taken.ok_or(Error::Stopped)?;
+        Ok(HeapRound::split(profile, start, end))
+    }
+
+    /// The heap profile now, as [`Session::heap_profile`]; with `window`,
+    /// two more columns hold the allocations of that alloc window, taken
+    /// (and restarted) under the same lock that reads the cumulative sums,
+    /// so that every record is in exactly one window. Returns the window's
+    /// `(start, end)` too.
+    fn heap_snapshot(
+        &self,
+        window: Option<WindowId>,
+    ) -> Result<(Profile, Option<(SystemTime, SystemTime)>), Error> {
         self.symbolizer()?;
         drop(self.open_state()?);
         let config = &self.config;
@@ -158,9 +182,16 @@ impl Session {
             return Err(Error::HeapNotInstalled);
         }
         let (in_use, baseline) = self.in_use_now(config.cpu_hz > 0)?;
-        let (stacks, values) = {
-            let state = self.open_state()?;
-            let mut by_stack: hashbrown::HashMap<HeapKey, [f64; 4]> = hashbrown::HashMap::new();
+        let (stacks, values, stats, taken) = {
+            let mut state = self.open_state()?;
+            // The allocator's counters with the sums they belong to.
+            let stats = lowprof_alloc::stats();
+            let taken = match window {
+                // Only its consumer closes a window, after its last round.
+                Some(id) => Some(state.take_alloc_window(id, &stats).ok_or(Error::Stopped)?),
+                None => None,
+            };
+            let mut by_stack: hashbrown::HashMap<HeapKey, [f64; 6]> = hashbrown::HashMap::new();
             for (&s, e) in &state.heap.alloc {
                 let v = by_stack.entry(s).or_default();
                 v[0] += e.objects;
@@ -171,49 +202,61 @@ impl Session {
                 v[2] += e.objects;
                 v[3] += e.bytes;
             }
-            let mut keys: Vec<(HeapKey, [f64; 4])> = by_stack.into_iter().collect();
+            for (&s, e) in taken.iter().flat_map(|t| &t.window.alloc) {
+                let v = by_stack.entry(s).or_default();
+                v[4] += e.objects;
+                v[5] += e.bytes;
+            }
+            let width = if taken.is_some() { 6 } else { 4 };
+            let mut keys: Vec<(HeapKey, [f64; 6])> = by_stack.into_iter().collect();
             keys.sort_unstable_by_key(|(k, _)| (k.stack, k.size, k.context));
             let mut stacks = Vec::with_capacity(keys.len());
             let mut values = Vec::with_capacity(keys.len());
             for (key, v) in keys {
                 stacks.push((state.heap.stacks.get(key.stack).to_vec(), key.size, key.context));
-                values.push(v.map(round));
+                values.push(v[..width].iter().map(|&x| round(x)).collect::<Vec<i64>>());
             }
-            (stacks, values)
+            (stacks, values, stats, taken)
         };
-        let stats = lowprof_alloc::stats();
-        let dropped = [
+        let mut dropped = vec![
             stats.dropped_alloc_objects - baseline.dropped_objects,
             stats.dropped_alloc_bytes.saturating_sub(baseline.dropped_bytes) as f64,
             in_use.lost.objects,
             in_use.lost.bytes,
-        ]
-        .map(round);
+        ];
+        if let Some(taken) = &taken {
+            dropped.extend([taken.dropped.objects, taken.dropped.bytes as f64]);
+        }
+        let dropped: Vec<i64> = dropped.into_iter().map(round).collect();
         let samples: Vec<RawSample> = stacks
             .into_iter()
             .zip(values)
-            .map(|((frames, size, context), v)| {
+            .map(|((frames, size, context), values)| {
                 let mut labels = vec![Label {
                     key: "bytes".into(),
                     value: LabelValue::Num { value: size as i64, unit: "bytes".into() },
                 }];
                 labels.extend(context_labels(context));
-                RawSample { frames, leaf_is_pc: false, values: v.to_vec(), labels }
+                RawSample { frames, leaf_is_pc: false, values, labels }
             })
             .collect();
-        let synthetic: Vec<(&'static str, Vec<i64>)> = if dropped.iter().any(|&v| v != 0) {
-            vec![(DROPPED_FRAME, dropped.to_vec())]
-        } else {
-            vec![]
-        };
+        let synthetic: Vec<(&'static str, Vec<i64>)> =
+            if dropped.iter().any(|&v| v != 0) { vec![(DROPPED_FRAME, dropped)] } else { vec![] };
+        let mut sample_types = vec![
+            ValueType::new("alloc_objects", "count"),
+            ValueType::new("alloc_space", "bytes"),
+            ValueType::new("inuse_objects", "count"),
+            ValueType::new("inuse_space", "bytes"),
+        ];
+        if taken.is_some() {
+            sample_types.extend([
+                ValueType::new(WINDOW_ALLOC_OBJECTS, "count"),
+                ValueType::new(WINDOW_ALLOC_SPACE, "bytes"),
+            ]);
+        }
         let header = Header {
             kind: ProfileKind::Heap,
-            sample_types: vec![
-                ValueType::new("alloc_objects", "count"),
-                ValueType::new("alloc_space", "bytes"),
-                ValueType::new("inuse_objects", "count"),
-                ValueType::new("inuse_space", "bytes"),
-            ],
+            sample_types,
             default_sample_type: Some(3),
             period_type: ValueType::new("space", "bytes"),
             period: stats.interval as i64,
@@ -221,7 +264,9 @@ impl Session {
             duration: self.started.1.elapsed(),
             comments: heap_comments(&stats, &in_use),
         };
-        self.symbolizer()?.build(Job { header, samples, synthetic, trim_allocator: true })
+        let profile =
+            self.symbolizer()?.build(Job { header, samples, synthetic, trim_allocator: true })?;
+        Ok((profile, taken.map(|t| (t.start, t.end))))
     }
 
     /// The sampled blocks live now, attributed to their stacks: scan the
@@ -366,6 +411,78 @@ impl Session {
     }
 }
 
+/// Internal names of the alloc-window columns of a heap snapshot; they
+/// never leave this module ([`HeapRound::split`] renames them).
+const WINDOW_ALLOC_OBJECTS: &str = "lowprof_window_alloc_objects";
+const WINDOW_ALLOC_SPACE: &str = "lowprof_window_alloc_space";
+
+/// One periodic round's heap profiles, all from one snapshot.
+///
+/// Go's heap profiles (and so pprof files) are cumulative: allocations
+/// since the start, plus what is live now. A backend that takes each OTLP
+/// profile as the measurement of its own time range (Pyroscope does) needs
+/// something else: a snapshot at one instant for what is live, and only
+/// the new allocations for the range since the previous round. Summing the
+/// `alloc_delta`s of all rounds gives the last `cumulative` alloc totals
+/// (up to the rounding of each row).
+pub(crate) struct HeapRound {
+    /// `alloc_*` since the session started and `inuse_*` now: what
+    /// [`Session::heap_profile`] returns, for the pprof files.
+    pub cumulative: Profile,
+    /// `alloc_objects`, `alloc_space` of `[previous round, now)` (the first
+    /// round: since the session start): `start` is the previous round, and
+    /// `duration` reaches now.
+    pub alloc_delta: Profile,
+    /// `inuse_objects`, `inuse_space` now: `start` now, `duration` zero.
+    pub in_use: Profile,
+}
+
+impl HeapRound {
+    /// Splits a snapshot with alloc-window columns, the window covering
+    /// `[start, end)`.
+    fn split(snapshot: Profile, start: SystemTime, end: SystemTime) -> Self {
+        let mut alloc_delta = project(&snapshot, &[4, 5], Some(1));
+        alloc_delta.sample_types =
+            vec![ValueType::new("alloc_objects", "count"), ValueType::new("alloc_space", "bytes")];
+        alloc_delta.start = start;
+        alloc_delta.duration = end.duration_since(start).unwrap_or(Duration::ZERO);
+        alloc_delta.comments.push(
+            "alloc_* hold only the allocations of [time, time + duration), since the previous \
+             export round; files and /debug/pprof/allocs hold them since the profiler started"
+                .to_owned(),
+        );
+        let mut in_use = project(&snapshot, &[2, 3], Some(1));
+        in_use.start = end;
+        in_use.duration = Duration::ZERO;
+        let cumulative = project(&snapshot, &[0, 1, 2, 3], Some(3));
+        Self { cumulative, alloc_delta, in_use }
+    }
+}
+
+/// `profile` with only the value columns `columns` (in that order), and
+/// without the samples that are zero in all of them.
+fn project(profile: &Profile, columns: &[usize], default_sample_type: Option<usize>) -> Profile {
+    let pick = |values: &[i64]| -> Vec<i64> {
+        columns.iter().map(|&c| values.get(c).copied().unwrap_or(0)).collect()
+    };
+    Profile {
+        sample_types: columns
+            .iter()
+            .filter_map(|&c| profile.sample_types.get(c).cloned())
+            .collect(),
+        default_sample_type,
+        samples: profile
+            .samples
+            .iter()
+            .filter_map(|sample| {
+                let values = pick(&sample.values);
+                values.iter().any(|&v| v != 0).then(|| Sample { values, ..sample.clone() })
+            })
+            .collect(),
+        ..profile.clone()
+    }
+}
+
 /// What the pull endpoint serves: this session's profiles.
 #[cfg(feature = "serve")]
 impl crate::serve::ProfileSource for Session {
@@ -482,6 +599,52 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    #[test]
+    fn a_heap_round_splits_into_cumulative_alloc_delta_and_in_use() {
+        // The fixture with window columns: rows 0 and 2 allocated in this
+        // window, row 1 only before it.
+        let mut snapshot = crate::pprof::fixture::heap();
+        snapshot.sample_types.extend([
+            ValueType::new(WINDOW_ALLOC_OBJECTS, "count"),
+            ValueType::new(WINDOW_ALLOC_SPACE, "bytes"),
+        ]);
+        for (sample, delta) in
+            snapshot.samples.iter_mut().zip([[1, 512], [0, 0], [2, 2000], [0, 0]])
+        {
+            sample.values.extend(delta);
+        }
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        let end = start + Duration::from_millis(60_250);
+        let round = HeapRound::split(snapshot.clone(), start, end);
+
+        // The file: exactly what heap_profile() gives, cumulative since start.
+        assert_eq!(round.cumulative, crate::pprof::fixture::heap());
+
+        let types = |p: &Profile| -> Vec<String> {
+            p.sample_types.iter().map(|t| t.r#type.clone()).collect()
+        };
+        let d = &round.alloc_delta;
+        assert_eq!(types(d), ["alloc_objects", "alloc_space"]);
+        assert_eq!((d.start, d.duration), (start, Duration::from_millis(60_250)));
+        let values: Vec<&[i64]> = d.samples.iter().map(|s| s.values.as_slice()).collect();
+        assert_eq!(values, [&[1, 512][..], &[2, 2000][..]], "rows without new allocations go");
+        assert_eq!(d.samples[0].labels, snapshot.samples[0].labels);
+        assert_eq!(d.default_sample_type, Some(1));
+        assert!(d.comments.last().unwrap().contains("since the previous export round"));
+
+        let u = &round.in_use;
+        assert_eq!(types(u), ["inuse_objects", "inuse_space"]);
+        assert_eq!((u.start, u.duration), (end, Duration::ZERO));
+        let values: Vec<&[i64]> = u.samples.iter().map(|s| s.values.as_slice()).collect();
+        assert_eq!(values, [&[1, 512][..], &[3, 3000][..], &[1, 10][..]]);
+        assert_eq!(u.default_sample_type, Some(1));
+        // Comments and tables travel along.
+        assert_eq!((&u.comments, &u.locations), (&snapshot.comments, &snapshot.locations));
+        // A clock stepped back gives an empty range, not a panic.
+        let round = HeapRound::split(snapshot, end, start);
+        assert_eq!(round.alloc_delta.duration, Duration::ZERO);
+    }
 
     #[test]
     fn a_closed_session_fails_at_once_without_draining() {
