@@ -47,43 +47,6 @@ fn install_clobbering_handler() {
     }
 }
 
-/// The kernel's siginfo layout for a timer signal (128 bytes).
-#[repr(C, align(8))]
-struct TimerSiginfo {
-    signo: i32,
-    errno: i32,
-    code: i32,
-    pad: i32,
-    timerid: i32,
-    overrun: i32,
-    value: usize,
-    rest: [u64; 12],
-}
-
-/// Sends a SIGPROF that looks like one of lowprof's timer signals.
-fn forge_timer_signal(pid: i32, tid: i32) -> i64 {
-    let info = TimerSiginfo {
-        signo: libc::SIGPROF,
-        errno: 0,
-        code: libc::SI_TIMER,
-        pad: 0,
-        timerid: 0,
-        overrun: 0,
-        value: lowprof_sampler::timer_cookie(),
-        rest: [0; 12],
-    };
-    // SAFETY: rt_tgsigqueueinfo reads 128 bytes of `info`.
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_tgsigqueueinfo,
-            pid,
-            tid,
-            libc::SIGPROF,
-            &info as *const TimerSiginfo,
-        )
-    }
-}
-
 #[test]
 fn errno_survives_signal_storms() {
     install_clobbering_handler();
@@ -143,7 +106,7 @@ fn errno_survives_signal_storms() {
         && Instant::now() < hard_deadline
     {
         let before = lowprof_sampler::stats().signals;
-        if forge_timer_signal(pid, tid) == 0 {
+        if common::forge_timer_signal(pid, tid) == 0 {
             forged += 1;
         }
         wait_handled(before);
