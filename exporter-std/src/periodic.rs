@@ -107,16 +107,21 @@ impl Periodic {
         Ok(Self { shared, handle: Some(handle), export, files })
     }
 
-    /// Exports once more, stops the thread, and waits up to `flush` for the
-    /// OTLP queue to empty. Returns the final counters.
+    /// Exports once more, stops the thread, waits up to `flush` for the
+    /// OTLP queue to empty, and shuts the OTLP exporter down (what is still
+    /// pending then is counted as abandoned). Returns the final counters.
+    ///
+    /// Waits for the round in progress and the final one (local work:
+    /// draining, symbolizing, encoding, writing files), then at most `flush`
+    /// plus 200 ms for the network: never longer, whatever the endpoint does.
     pub(crate) fn stop(mut self, flush: Duration) -> Final {
         *lock(&self.shared.stop) = true;
         self.shared.wake.notify_all();
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }
-        if let Some((exporter, _)) = &lock(&self.shared.outputs).otlp {
-            exporter.flush(flush);
+        if let Some((exporter, _)) = lock(&self.shared.outputs).otlp.as_mut() {
+            exporter.close(flush);
         }
         Final { export: self.export_stats(), files: self.file_stats() }
     }

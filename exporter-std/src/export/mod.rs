@@ -24,6 +24,19 @@
 //! A library must not print: nothing here logs. Outcomes are counted in
 //! [`ExportStats`], and the latest problem is kept in
 //! [`ExportStats::last_error`].
+//!
+//! Every request handed in is counted once in `enqueued` and ends in
+//! exactly one outcome counter (see [`ExportStats::accounted`]):
+//!
+//! ```text
+//!  enqueued = requests_sent + requests_failed + rejected + dropped_queue_full
+//!           + abandoned + queued + in_flight
+//! ```
+//!
+//! [`HttpExporter::close`] (at `stop()`) flushes once, for its timeout, and
+//! then counts whatever is still queued or in flight as `abandoned`; an
+//! attempt still under way then is left to finish on its own thread and its
+//! outcome is not counted again.
 
 mod http;
 mod queue;
@@ -54,14 +67,30 @@ const DROP_JOIN_TIMEOUT: Duration = Duration::from_millis(200);
 ///
 /// lowprof never prints; this is where export problems show up. Counters
 /// only grow (except `queued` and `in_flight`).
+///
+/// Every export round hands one request to the exporter (`enqueued`), and
+/// every such request is, at any moment, in exactly one of the other
+/// counts: `enqueued == accounted()`, that is
+///
+/// ```text
+/// enqueued == requests_sent + requests_failed + rejected + dropped_queue_full
+///           + abandoned + queued + in_flight (0 or 1)
+/// ```
+///
+/// After [`Profiler::stop`](crate::Profiler::stop) nothing is queued or in
+/// flight any more, so the stats in its [`Report`](crate::Report) satisfy
+/// `enqueued == requests_sent + requests_failed + rejected +
+/// dropped_queue_full + abandoned`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ExportStats {
+    /// Requests handed to the exporter: one per export round, the final
+    /// round at `stop()` included.
+    pub enqueued: u64,
     /// Requests the server accepted (2xx), partial successes included.
     pub requests_sent: u64,
     /// Requests given up: the retry budget ran out, or a failure retrying
-    /// cannot fix (TLS, a non-HTTP answer), or the exporter was stopped
-    /// while retrying.
+    /// cannot fix (TLS, a non-HTTP answer).
     pub requests_failed: u64,
     /// Attempts after the first one (all requests together).
     pub retries: u64,
@@ -76,6 +105,12 @@ pub struct ExportStats {
     /// Requests dropped unsent because the queue was full (the oldest go
     /// first), or because one request alone was larger than the queue.
     pub dropped_queue_full: u64,
+    /// Requests still queued, being retried or being sent when the
+    /// exporter was shut down: at `stop()`, after waiting
+    /// [`STOP_FLUSH_TIMEOUT`](crate::STOP_FLUSH_TIMEOUT) for them. One whose
+    /// attempt was under way may still reach the server; its outcome is not
+    /// counted again.
+    pub abandoned: u64,
     /// Requests waiting to be sent now (not counting one in flight).
     pub queued: usize,
     /// Whether a request is being sent (or waiting to be retried) now.
@@ -83,9 +118,27 @@ pub struct ExportStats {
     /// Body bytes (after compression) of the requests the server accepted.
     pub bytes_sent: u64,
     /// The latest problem: a retry's reason, a rejection's status and the
-    /// start of its body, a partial success's message, or a drop. Kept after
-    /// later successes.
+    /// start of its body, a partial success's message, a drop, or requests
+    /// abandoned at shutdown. Kept after later successes.
     pub last_error: Option<String>,
+}
+
+impl ExportStats {
+    /// Requests in some state: `requests_sent + requests_failed + rejected +
+    /// dropped_queue_full + abandoned + queued + in_flight`. Always equal to
+    /// [`enqueued`](Self::enqueued) in a snapshot from
+    /// [`Profiler::stats`](crate::Profiler::stats) or a
+    /// [`Report`](crate::Report): no request goes uncounted, and none is
+    /// counted twice.
+    pub fn accounted(&self) -> u64 {
+        self.requests_sent
+            + self.requests_failed
+            + self.rejected
+            + self.dropped_queue_full
+            + self.abandoned
+            + self.queued as u64
+            + u64::from(self.in_flight)
+    }
 }
 
 /// State shared by the handle and the thread.
@@ -104,6 +157,9 @@ struct State {
     stats: ExportStats,
     /// A request is being sent or retried.
     in_flight: bool,
+    /// The request in flight was counted as abandoned at shutdown: its
+    /// outcome, if it ever comes, is not counted again.
+    in_flight_abandoned: bool,
     /// The handle is gone: the thread must stop.
     shutdown: bool,
     /// The thread has returned.
@@ -190,6 +246,7 @@ impl HttpExporter {
                 queue: Queue::new(MAX_QUEUED_REQUESTS, MAX_QUEUED_BYTES),
                 stats: ExportStats::default(),
                 in_flight: false,
+                in_flight_abandoned: false,
                 shutdown: false,
                 exited: false,
             }),
@@ -206,10 +263,18 @@ impl HttpExporter {
 
     /// Queues an uncompressed `ExportProfilesServiceRequest`. Never blocks
     /// on I/O and never fails: when the queue is full the oldest requests
-    /// are dropped (counted in `dropped_queue_full`).
+    /// are dropped (counted in `dropped_queue_full`); after
+    /// [`HttpExporter::close`] the request is counted as abandoned.
     pub(crate) fn submit(&self, request: Vec<u8>) {
         let len = request.len();
         let mut state = self.shared.lock();
+        state.stats.enqueued += 1;
+        if state.shutdown {
+            state.stats.abandoned += 1;
+            state.stats.last_error =
+                Some("a request came after the exporter was shut down: abandoned".to_owned());
+            return;
+        }
         let pushed = state.queue.push(request);
         state.stats.dropped_queue_full += pushed.dropped_oldest;
         if pushed.too_large {
@@ -270,18 +335,35 @@ impl ExportCounters {
     }
 }
 
-impl Drop for HttpExporter {
-    /// Flushes for up to [`DROP_FLUSH_TIMEOUT`], then stops the thread
-    /// (requests still queued are dropped; an attempt in progress finishes
-    /// on its own, unretried). Returns within `DROP_FLUSH_TIMEOUT +
-    /// DROP_JOIN_TIMEOUT` whatever the server does: a thread still in an
-    /// attempt then is detached, and exits when the attempt's time limit
-    /// (the configured timeout, or 1 h when none is configured) ends it.
-    fn drop(&mut self) {
-        self.flush(DROP_FLUSH_TIMEOUT);
+impl HttpExporter {
+    /// Flushes for up to `flush`, then stops the thread: requests still
+    /// queued, and the one being sent or waiting for a retry, are counted
+    /// in `abandoned` (an attempt in progress finishes on its own,
+    /// unretried and uncounted). Returns within `flush + DROP_JOIN_TIMEOUT`
+    /// whatever the server does: a thread still in an attempt then is
+    /// detached, and exits when the attempt's time limit (the configured
+    /// timeout, or 1 h when none is configured) ends it. Idempotent: a
+    /// second call (and the drop after it) returns at once.
+    pub(crate) fn close(&mut self, flush: Duration) {
+        if self.shared.lock().shutdown {
+            return;
+        }
+        self.flush(flush);
         let deadline = Instant::now() + DROP_JOIN_TIMEOUT;
         let mut state = self.shared.lock();
         state.shutdown = true;
+        let pending = state.queue.clear() as u64 + u64::from(state.in_flight);
+        if state.in_flight {
+            state.in_flight = false;
+            state.in_flight_abandoned = true;
+        }
+        if pending > 0 {
+            state.stats.abandoned += pending;
+            state.stats.last_error = Some(format!(
+                "abandoned {pending} request(s) at shutdown: not delivered within {:.1} s",
+                flush.as_secs_f64()
+            ));
+        }
         self.shared.changed.notify_all();
         while !state.exited {
             let now = Instant::now();
@@ -295,6 +377,14 @@ impl Drop for HttpExporter {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for HttpExporter {
+    /// [`HttpExporter::close`] with [`DROP_FLUSH_TIMEOUT`], unless it was
+    /// closed already.
+    fn drop(&mut self) {
+        self.close(DROP_FLUSH_TIMEOUT);
     }
 }
 
@@ -322,6 +412,12 @@ fn run(shared: &Shared, sender: &Sender, policy: RetryPolicy) {
         };
         let outcome = deliver(shared, sender, policy, &mut rng, request);
         let mut state = shared.lock();
+        if std::mem::take(&mut state.in_flight_abandoned) {
+            // Counted in `abandoned` by `close`, which also cleared
+            // `in_flight`; the thread exits at the top of the loop.
+            drop(state);
+            continue;
+        }
         let stats = &mut state.stats;
         match outcome {
             Outcome::Sent { bytes, partial } => {
@@ -408,10 +504,16 @@ fn deliver(
         // past must not turn into back-to-back POSTs for the whole budget.
         let backoff_wait = backoff.next_wait(rng);
         let wait = retry_after.map_or(backoff_wait, |r| r.max(backoff_wait)).min(remaining);
-        shared.lock().stats.last_error = Some(format!(
+        let mut state = shared.lock();
+        if state.shutdown {
+            // Abandoned by `close`, which said so in `last_error`.
+            return Outcome::Failed(format!("exporter stopped while retrying: {reason}"));
+        }
+        state.stats.last_error = Some(format!(
             "retrying in {:.1} s (attempt {attempts} failed): {reason}",
             wait.as_secs_f64()
         ));
+        drop(state);
         if shared.sleep_unless_shutdown(wait) {
             return Outcome::Failed(format!("exporter stopped while retrying: {reason}"));
         }

@@ -67,6 +67,14 @@ impl Queue {
         Some(item)
     }
 
+    /// Drops every request waiting; returns how many there were.
+    pub(crate) fn clear(&mut self) -> usize {
+        let n = self.items.len();
+        self.items.clear();
+        self.bytes = 0;
+        n
+    }
+
     /// Requests waiting.
     pub(crate) fn len(&self) -> usize {
         self.items.len()

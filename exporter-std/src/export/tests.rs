@@ -527,3 +527,115 @@ fn debug_never_shows_header_values() {
     assert!(!shown.contains("hunter2"), "{shown}");
     assert!(shown.contains("authorization") && shown.contains("<redacted>"), "{shown}");
 }
+
+/// The identity the soak test relies on: every request handed in is in
+/// exactly one count.
+fn assert_accounted(stats: &ExportStats) {
+    assert_eq!(stats.accounted(), stats.enqueued, "{stats:?}");
+}
+
+#[test]
+fn every_request_is_accounted_for_in_every_outcome() {
+    // One request per outcome: sent, rejected, failed (budget), dropped
+    // (too large), then a queue overflow, then abandonment at close.
+    // Every attempt after the second takes 1 s and fails: longer than
+    // the retry budget, so each such request fails after one attempt.
+    let server = TestServer::start(vec![
+        Canned::ok(),
+        Canned::status(400),
+        Canned::status(503).delay(Duration::from_secs(1)),
+    ]);
+    let policy = RetryPolicy { max_elapsed: Duration::from_millis(300), ..fast() };
+    let mut exporter = start(config(server.url()), policy);
+    assert_accounted(&exporter.stats());
+    exporter.submit(b"sent".to_vec());
+    assert_accounted(&exporter.stats());
+    assert!(exporter.flush(Duration::from_secs(5)));
+    exporter.submit(b"rejected".to_vec());
+    assert!(exporter.flush(Duration::from_secs(5)));
+    exporter.submit(b"failed".to_vec());
+    assert_accounted(&exporter.stats());
+    assert!(exporter.flush(Duration::from_secs(5)));
+    exporter.submit(vec![0; MAX_QUEUED_BYTES + 1]);
+    let stats = exporter.stats();
+    assert_eq!(
+        (stats.requests_sent, stats.rejected, stats.requests_failed, stats.dropped_queue_full),
+        (1, 1, 1, 1),
+        "{stats:?}"
+    );
+    assert_eq!((stats.enqueued, stats.abandoned), (4, 0));
+    assert_accounted(&stats);
+
+    // One request hangs in its 1 s attempt while 20 more arrive (4 of
+    // them push out older ones).
+    exporter.submit(b"stuck".to_vec());
+    let t = Instant::now();
+    while !exporter.stats().in_flight {
+        assert!(t.elapsed() < Duration::from_secs(2));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for i in 0..20u8 {
+        exporter.submit(vec![i]);
+        assert_accounted(&exporter.stats());
+    }
+    let stats = exporter.stats();
+    assert_eq!((stats.queued, stats.in_flight, stats.dropped_queue_full), (16, true, 5));
+    assert_accounted(&stats);
+
+    // Closing gives up on the 16 queued and the one in flight at once.
+    let t = Instant::now();
+    exporter.close(Duration::from_millis(100));
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let stats = exporter.stats();
+    assert_eq!((stats.abandoned, stats.queued, stats.in_flight), (17, 0, false), "{stats:?}");
+    assert_eq!(stats.enqueued, 25);
+    assert_eq!(
+        stats.requests_sent
+            + stats.requests_failed
+            + stats.rejected
+            + stats.dropped_queue_full
+            + stats.abandoned,
+        stats.enqueued
+    );
+    assert!(stats.last_error.as_deref().is_some_and(|e| e.contains("abandoned 17")), "{stats:?}");
+
+    // The attempt that was under way ends later on its own: not counted
+    // again. A request after shutdown is abandoned at once.
+    std::thread::sleep(Duration::from_millis(1500));
+    exporter.submit(b"late".to_vec());
+    let later = exporter.stats();
+    assert_eq!(
+        (later.requests_failed, later.retries, later.abandoned, later.enqueued),
+        (stats.requests_failed, stats.retries, 18, 26)
+    );
+    assert_eq!(server.requests().len(), 4, "sent, rejected, failed, the abandoned attempt");
+    assert_accounted(&later);
+    // Closing again (and dropping) returns at once.
+    let t = Instant::now();
+    exporter.close(Duration::from_secs(5));
+    drop(exporter);
+    assert!(t.elapsed() < Duration::from_millis(100));
+}
+
+#[test]
+fn close_waits_for_the_flush_once_not_again_on_drop() {
+    let port = free_port();
+    let mut exporter = HttpExporter::start_with(
+        config(format!("http://127.0.0.1:{port}/v1development/profiles")),
+        RetryPolicy::default(),
+        false,
+    )
+    .unwrap();
+    exporter.submit(b"never".to_vec());
+    exporter.submit(b"never either".to_vec());
+    let t = Instant::now();
+    exporter.close(Duration::from_millis(500));
+    drop(exporter);
+    let took = t.elapsed();
+    // The flush timeout, the thread's exit (it is waiting for a retry:
+    // woken at once), and no second flush in `drop`.
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_millis(500) + DROP_JOIN_TIMEOUT,
+        "{took:?}"
+    );
+}
