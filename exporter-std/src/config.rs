@@ -306,24 +306,32 @@ fn shorten(s: &str) -> String {
 
 // ---------------------------------------------------------------- endpoint
 
-/// `raw` with any `user:password@` and `?query` replaced by `<redacted>`,
-/// for showing in errors and `Debug`.
+/// `raw` with any `user:password@`, `?query` and `#fragment` replaced by
+/// `<redacted>`, for showing in errors and `Debug`.
+///
+/// Credentials end at the *last* `@`: a pasted password may hold a raw
+/// `/`, `?`, `#` or `:`, which would otherwise end the authority early and
+/// show part of it. (A path, query or fragment holding `@` then hides the
+/// host too — the lesser harm.) Fragments may carry tokens (OAuth puts
+/// them there).
 fn redact_url(raw: &str) -> String {
     let (scheme, rest) = match raw.find("://") {
-        Some(i) => raw.split_at(i + 3),
-        None => ("", raw),
+        Some(i) if raw[..i].bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) => {
+            raw.split_at(i + 3)
+        }
+        _ => ("", raw),
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rfind('@') {
-        Some(i) => format!("<redacted>@{}", &authority[i + 1..]),
-        None => authority.to_owned(),
+    let (credentials, rest) = match (rest.rfind('@'), rest.find(['?', '#'])) {
+        // A `?` or `#` before the last `@`: a password holding it, or an
+        // `@` in the query or fragment; either way all of it may be secret.
+        (Some(at), Some(q)) if q < at => return format!("{scheme}<redacted>"),
+        (Some(at), _) => ("<redacted>@", &rest[at + 1..]),
+        (None, _) => ("", rest),
     };
-    let tail = match tail.find('?') {
-        Some(i) => format!("{}?<redacted>", &tail[..i]),
-        None => tail.to_owned(),
-    };
-    format!("{scheme}{authority}{tail}")
+    match rest.find(['?', '#']) {
+        Some(i) => format!("{scheme}{credentials}{}{}<redacted>", &rest[..i], &rest[i..=i]),
+        None => format!("{scheme}{credentials}{rest}"),
+    }
 }
 
 /// Checks an endpoint and makes the POST URL from it. A per-signal endpoint
@@ -855,6 +863,29 @@ mod tests {
         assert!(!e.contains("t0ps3cret"), "{e}");
         let s = OtlpSettings { endpoint: Some("http://u:pa55word@c".into()), ..Default::default() };
         assert!(!format!("{s:?}").contains("pa55word"));
+        // Found by the hostile-input property test: a raw '/', '?' or '#'
+        // in a password ended the authority early and showed the rest, and
+        // fragments (where OAuth puts tokens) were shown whole.
+        for (url, secrets) in [
+            ("http://user:pa55/w0rd@c:4318", &["pa55", "w0rd"][..]),
+            ("http://user:pa55?w0rd@c:4318/x", &["pa55", "w0rd"]),
+            ("http://user:pa55#w0rd@c", &["pa55", "w0rd"]),
+            ("http://c/#access_token=t0ps3cret", &["t0ps3cret"]),
+            ("http://c?key=t0p@s3cret", &["t0p", "s3cret"]),
+        ] {
+            let outcome = match resolve_env(&[(ENV_ENDPOINT, url)]) {
+                Err(e) => e.to_string(),
+                ok => format!("{ok:?}"),
+            };
+            let s = OtlpSettings { endpoint: Some(url.into()), ..Default::default() };
+            let shown = format!("{outcome}{s:?}");
+            for secret in secrets {
+                assert!(!shown.contains(secret), "{url}: {shown}");
+            }
+        }
+        assert_eq!(redact_url("https://u:p@c:1/a?b#c"), "https://<redacted>@c:1/a?<redacted>");
+        assert_eq!(redact_url("http://c/p#f"), "http://c/p#<redacted>");
+        assert_eq!(redact_url("u:p://x@c"), "<redacted>@c");
     }
 
     #[test]
