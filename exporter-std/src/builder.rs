@@ -1,12 +1,13 @@
 //! `Profiler::builder()`: what to sample and how often, validated at
 //! `start()` with errors that state the valid range.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use lowprof_sampler::TimerMode;
 
-use crate::config::OtlpSettings;
+use crate::config::{self, OtlpSettings};
 use crate::error::Error;
 use crate::profiler::Profiler;
 
@@ -184,13 +185,16 @@ impl ProfilerBuilder {
 
     /// Serves Go's `/debug/pprof/{profile,heap,allocs}` on `addr` (such as
     /// `"127.0.0.1:6060"`). Bind loopback unless you mean to expose your
-    /// profiles; see [`ProfilerBuilder::serve_token`].
+    /// profiles; see [`ProfilerBuilder::serve_token`]. An address that is
+    /// not `ip:port` or `hostname:port` is an [`Error::Config`] at `start()`.
     pub fn serve_pprof(mut self, addr: impl Into<String>) -> Self {
         self.serve_addr = Some(addr.into());
         self
     }
 
-    /// Requires `Authorization: Bearer <token>` on the pull endpoint.
+    /// Requires `Authorization: Bearer <token>` on the pull endpoint: 1 to
+    /// 4096 visible ASCII characters, else [`Error::InvalidBearerToken`] at
+    /// `start()`.
     pub fn serve_token(mut self, token: impl Into<String>) -> Self {
         self.serve_token = Some(token.into());
         self
@@ -227,7 +231,7 @@ impl ProfilerBuilder {
             if let Some(samples) = budget.filter(|s| !(s.is_finite() && *s > 0.0)) {
                 return Err(Error::Config {
                     setting,
-                    value: samples.to_string(),
+                    value: format!("{samples:?}"),
                     fix:
                         "is not a rate: use a number of samples per second above zero (e.g. 100.0)"
                             .into(),
@@ -235,14 +239,14 @@ impl ProfilerBuilder {
             }
         }
         // Checked here too because files may be written without OTLP export.
-        if let Some(interval) = self.otlp.export_interval {
-            if interval.is_zero() || interval > Duration::from_secs(24 * 3600) {
-                return Err(Error::Config {
-                    setting: "export_interval",
-                    value: format!("{interval:?}"),
-                    fix: "use an interval above zero and at most 24 hours (default 60 s)".into(),
-                });
-            }
+        config::check_export_interval(self.otlp.export_interval)?;
+        // The pull endpoint's settings are checked before any sampler
+        // starts (binding can still fail later, e.g. a port in use).
+        if let Some(addr) = &self.serve_addr {
+            check_serve_addr(addr)?;
+        }
+        if self.serve_token.as_deref().is_some_and(|t| !valid_bearer_token(t)) {
+            return Err(Error::InvalidBearerToken);
         }
         Ok(())
     }
@@ -251,6 +255,45 @@ impl ProfilerBuilder {
     pub fn start(self) -> Result<Profiler, Error> {
         Profiler::start(self)
     }
+}
+
+/// Longest `serve_pprof` host name (a DNS name's limit).
+const MAX_SERVE_HOST_LEN: usize = 253;
+
+/// Checks a `serve_pprof` address: an IP socket address (`127.0.0.1:6060`,
+/// `[::1]:6060`), or `host:port` with a DNS name (`localhost:6060`) — what
+/// `TcpListener::bind` takes. Anything else (a missing port, whitespace,
+/// control characters) fails here, before any sampler starts, and the
+/// value is shown escaped and shortened.
+fn check_serve_addr(addr: &str) -> Result<(), Error> {
+    let is_name = |host: &str| {
+        (1..=MAX_SERVE_HOST_LEN).contains(&host.len())
+            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    };
+    let is_port = |port: &str| {
+        (1..=5).contains(&port.len())
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok()
+    };
+    let valid = addr.parse::<SocketAddr>().is_ok()
+        || addr.rsplit_once(':').is_some_and(|(host, port)| is_name(host) && is_port(port));
+    if valid {
+        return Ok(());
+    }
+    Err(config::config_error(
+        "serve_pprof",
+        addr,
+        "is not a host:port address: use e.g. 127.0.0.1:6060 (port 0 picks a free port; keep \
+         it on loopback unless you also set serve_token)"
+            .to_owned(),
+    ))
+}
+
+/// The pull endpoint's bearer-token rule (the server checks it again):
+/// 1 to 4096 visible ASCII characters, what fits in an `Authorization`
+/// header after `Bearer `.
+fn valid_bearer_token(token: &str) -> bool {
+    (1..=4096).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic())
 }
 
 #[cfg(test)]
@@ -278,5 +321,48 @@ mod tests {
             assert!(e.to_string().contains("max_cpu_samples_per_sec"), "{e}");
         }
         ProfilerBuilder::default().max_heap_samples_per_sec(0.5).validate().unwrap();
+        // Found by the hostile-input property test: a tiny negative rate
+        // was shown as 330 digits.
+        let e = ProfilerBuilder::default().max_cpu_samples_per_sec(-5e-324).validate().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "max_cpu_samples_per_sec: \"-5e-324\" is not a rate: use a number of samples per \
+             second above zero (e.g. 100.0)"
+        );
+    }
+
+    #[test]
+    fn serve_settings_are_checked_before_start() {
+        for good in ["127.0.0.1:0", "[::1]:6060", "0.0.0.0:65535", "localhost:6060", "a.b-c_d:1"] {
+            ProfilerBuilder::default().serve_pprof(good).validate().unwrap();
+        }
+        for bad in [
+            "",
+            "6060",
+            "localhost",
+            ":6060",
+            "localhost:65536",
+            "localhost:+1",
+            "local host:6060",
+            "localhost:6060\n",
+            "evil\u{1b}[2J:1",
+            "[::1:6060",
+            "http://localhost:6060",
+        ] {
+            let e = ProfilerBuilder::default().serve_pprof(bad).validate().unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.starts_with("serve_pprof: ") && msg.contains("127.0.0.1:6060"), "{msg}");
+            assert!(!msg.chars().any(char::is_control), "{msg:?}");
+        }
+        let long = format!("{}:1", "h".repeat(10_000));
+        let msg = ProfilerBuilder::default().serve_pprof(long).validate().unwrap_err().to_string();
+        assert!(msg.len() < 400 && msg.contains("10002 characters"), "{msg}");
+
+        ProfilerBuilder::default().serve_token("s3cr3t-t0ken").validate().unwrap();
+        ProfilerBuilder::default().serve_token("x".repeat(4096)).validate().unwrap();
+        for bad in [String::new(), "a b".into(), "t\r\n".into(), "é".into(), "x".repeat(4097)] {
+            let e = ProfilerBuilder::default().serve_token(bad.clone()).validate().unwrap_err();
+            assert!(matches!(e, Error::InvalidBearerToken), "{bad:?}: {e:?}");
+        }
     }
 }

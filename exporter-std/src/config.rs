@@ -173,14 +173,7 @@ pub(crate) fn resolve(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<ExportConfig>, Error> {
     // Builder values first: they are checked even when export is off.
-    let export_interval = settings.export_interval.unwrap_or(DEFAULT_EXPORT_INTERVAL);
-    if export_interval.is_zero() || export_interval > MAX_EXPORT_INTERVAL {
-        return Err(config_error(
-            "export_interval",
-            &format!("{export_interval:?}"),
-            "is out of range: use more than zero and at most 24 h (default 60 s)".to_owned(),
-        ));
-    }
+    let export_interval = check_export_interval(settings.export_interval)?;
     let builder_timeout = match settings.timeout {
         Some(t) if t > MAX_TIMEOUT => {
             return Err(config_error(
@@ -289,8 +282,23 @@ pub(crate) fn resolve(
     }))
 }
 
+/// The export interval the builder asked for (or the default), if it is in
+/// range; also checked by `ProfilerBuilder::validate`, because files are
+/// written at that interval without OTLP export too.
+pub(crate) fn check_export_interval(interval: Option<Duration>) -> Result<Duration, Error> {
+    let interval = interval.unwrap_or(DEFAULT_EXPORT_INTERVAL);
+    if interval.is_zero() || interval > MAX_EXPORT_INTERVAL {
+        return Err(config_error(
+            "export_interval",
+            &format!("{interval:?}"),
+            "is out of range: use more than zero and at most 24 h (default 60 s)".to_owned(),
+        ));
+    }
+    Ok(interval)
+}
+
 /// Builds an [`Error::Config`], shortening `value` for display.
-fn config_error(setting: &'static str, value: &str, fix: String) -> Error {
+pub(crate) fn config_error(setting: &'static str, value: &str, fix: String) -> Error {
     Error::Config { setting, value: shorten(value), fix }
 }
 
