@@ -740,6 +740,9 @@ fn check_protocol(setting: &'static str, raw: &str) -> Result<(), Error> {
 }
 
 #[cfg(test)]
+mod hostile;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
