@@ -105,6 +105,56 @@ pub fn read_object_mappings() -> io::Result<Vec<ObjectMapping>> {
     Ok(out)
 }
 
+/// A number that changes whenever the dynamic loader adds or removes an
+/// object (`dlopen`, `dlclose`): glibc's and musl's `dlpi_adds + dlpi_subs`,
+/// read through `dl_iterate_phdr` from its first object only. `None` where
+/// that is not available.
+///
+/// Cheap (no system call, no file read; it takes the loader's lock for a
+/// moment), so the symbolizer thread can poll it and re-read
+/// `/proc/self/maps` only when a library was loaded or unloaded: that is how
+/// a library `dlopen`ed and `dlclose`d between two profiles is still seen,
+/// with its path and build id, when samples taken inside it are symbolized.
+pub fn loader_generation() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        /// Stops at the first object, keeping its counters.
+        unsafe extern "C" fn first(
+            info: *mut libc::dl_phdr_info,
+            size: libc::size_t,
+            data: *mut libc::c_void,
+        ) -> libc::c_int {
+            let complete = core::mem::offset_of!(libc::dl_phdr_info, dlpi_subs)
+                + core::mem::size_of::<libc::c_ulonglong>();
+            if info.is_null() || data.is_null() || size < complete {
+                // An old loader without the counters: report nothing.
+                return 1;
+            }
+            // SAFETY: the loader passes a valid `dl_phdr_info` of at least
+            // `size` bytes, which covers `dlpi_adds` and `dlpi_subs`; `data`
+            // is the `Option<u64>` that `loader_generation` passed, alive
+            // and not otherwise borrowed during the call.
+            unsafe {
+                let generation = (*info).dlpi_adds.wrapping_add((*info).dlpi_subs);
+                *data.cast::<Option<u64>>() = Some(generation);
+            }
+            1
+        }
+        let mut generation: Option<u64> = None;
+        // SAFETY: `first` matches the callback type, never unwinds, and only
+        // writes through `data`, which points to `generation` for the
+        // duration of the call.
+        unsafe {
+            libc::dl_iterate_phdr(Some(first), (&raw mut generation).cast());
+        }
+        generation
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
 /// The index of the mapping in `mappings` (sorted by start, non-overlapping,
 /// as [`read_object_mappings`] returns them) that contains `addr`.
 pub fn object_for(mappings: &[ObjectMapping], addr: u64) -> Option<usize> {
@@ -236,7 +286,7 @@ fn build_id_for(entry: &MapsEntry<'_>, path: &[u8]) -> Option<Vec<u8>> {
 
 /// Reads the `NT_GNU_BUILD_ID` note of an ELF file with blazesym's parser;
 /// `None` on any error or if the file has none.
-fn read_build_id(path: &Path) -> Option<Vec<u8>> {
+pub(crate) fn read_build_id(path: &Path) -> Option<Vec<u8>> {
     match blazesym::helper::read_elf_build_id(path) {
         Ok(Some(id)) if !id.is_empty() => Some(id.into_owned()),
         _ => None,
@@ -337,6 +387,17 @@ mod tests {
         assert_eq!(object_for(&maps, 0x5fff), Some(2));
         assert_eq!(object_for(&maps, u64::MAX), None);
         assert_eq!(object_for(&[], 0x1000), None);
+    }
+
+    #[test]
+    fn loader_generation_is_readable() {
+        let first = loader_generation();
+        if cfg!(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"))) {
+            assert!(first.is_some());
+        }
+        // Nothing loaded or unloaded in between (other tests may dlopen, so
+        // only "never goes away" is checked).
+        assert_eq!(loader_generation().is_some(), first.is_some());
     }
 
     #[inline(never)]
