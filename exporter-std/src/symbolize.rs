@@ -38,15 +38,42 @@
 //! on [`Symbolizer::refresh_mappings`] are evicted), plus one small
 //! [`Resolved`] per distinct address.
 //!
+//! Unloaded objects. A library `dlclose`d between sampling and building the
+//! profile is gone from `/proc/self/maps`, yet samples still carry addresses
+//! inside it. Such an object, once seen by [`Symbolizer::refresh_mappings`],
+//! is *retired*, not forgotten: it stays in [`Symbolizer::mappings`] (after
+//! the current ones, the [`RETIRED_CAP`] most recent), results already cached
+//! for its addresses keep it as their mapping, and new addresses inside it are
+//! resolved from its file on disk by file offset, if that file still carries
+//! the same GNU build id (else they keep the mapping and get no names).
+//!
+//! ```text
+//!  mappings: [ current objects, sorted by start │ retired, newest first ]
+//!              object_for (binary search) ◄──────┘ tried only when no
+//!                                                  current object holds addr
+//! ```
+//!
+//! The symbolizer must have *seen* the object while it was mapped: the
+//! `lowprof-symbolize` thread re-reads the maps whenever the loader's
+//! load/unload count moves ([`crate::maps::loader_generation`], polled every
+//! 100 ms) and before every profile. Limits: an object that lives shorter
+//! than one poll is never seen (its addresses get the placeholder mapping,
+//! see `assemble`); and a current object wins over a retired one, so an
+//! address sampled in an unloaded library whose range was since reused by
+//! another object is attributed to the new one (telling them apart would
+//! need the loader count stamped on every sample).
+//!
 //! A [`Symbolizer`] is not `Send` (blazesym's caches use `Rc`): create it on
 //! the thread that uses it.
 
+use std::path::Path;
+
 use blazesym::Pid;
-use blazesym::symbolize::source::{Process, Source};
+use blazesym::symbolize::source::{self, Process, Source};
 use blazesym::symbolize::{CodeInfo, Input, Sym, Symbolized, cache, evict};
 use hashbrown::HashMap;
 
-use crate::maps::{ObjectMapping, object_for, read_object_mappings};
+use crate::maps::{ObjectMapping, object_for, read_build_id, read_object_mappings};
 
 /// One function in the symbolized view of an address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -78,13 +105,22 @@ pub struct Resolved {
     pub frames: Vec<SymFrame>,
 }
 
+/// How many unmapped (retired) objects a [`Symbolizer`] remembers, most
+/// recently unmapped first; a process that loads and unloads plugins forever
+/// must not grow the list forever.
+pub const RETIRED_CAP: usize = 64;
+
 /// Symbolizes addresses of the current process, each distinct address once.
 pub struct Symbolizer {
     /// Full symbolization: DWARF, inlined functions, lines, demangled names.
     blaze: blazesym::symbolize::Symbolizer,
     /// Symbol table only, no demangling: raw names for `system_name`.
     raw: blazesym::symbolize::Symbolizer,
+    /// The objects mapped now (`..current`, sorted by start and
+    /// non-overlapping), then the retired ones, most recently unmapped first.
     mappings: Vec<ObjectMapping>,
+    /// How many entries at the front of `mappings` are mapped now.
+    current: usize,
     cache: HashMap<u64, Resolved>,
     batches: u64,
 }
@@ -122,8 +158,16 @@ impl Symbolizer {
             .enable_demangling(false)
             .enable_auto_reload(false)
             .build();
-        let mut this = Self { blaze, raw, mappings: Vec::new(), cache: HashMap::new(), batches: 0 };
+        let mut this = Self {
+            blaze,
+            raw,
+            mappings: Vec::new(),
+            current: 0,
+            cache: HashMap::new(),
+            batches: 0,
+        };
         this.mappings = read_object_mappings().unwrap_or_default();
+        this.current = this.mappings.len();
         this.snapshot_vmas();
         this
     }
@@ -131,31 +175,65 @@ impl Symbolizer {
     /// Re-reads the process's mappings, as needed after `dlopen`/`dlclose`.
     ///
     /// Cached results stay valid for addresses whose object (path and start)
-    /// is unchanged; all others, including addresses that were outside every
-    /// object, are dropped and resolved again on demand. Objects no longer
-    /// mapped are evicted from blazesym's caches. If the maps cannot be
-    /// read, nothing changes.
+    /// is unchanged, and for addresses of an object that is no longer mapped
+    /// at all (it is retired, see the module docs); all others, including
+    /// addresses that were outside every object, are dropped and resolved
+    /// again on demand. Objects no longer mapped are evicted from blazesym's
+    /// caches. If the maps cannot be read, nothing changes.
     pub fn refresh_mappings(&mut self) {
-        let Ok(new) = read_object_mappings() else {
+        let Ok(current) = read_object_mappings() else {
             return;
         };
-        let old = core::mem::replace(&mut self.mappings, new);
-        let mappings = &self.mappings;
+        self.set_mappings(current);
+    }
+
+    /// Makes `current` (sorted by start, non-overlapping) the objects mapped
+    /// now: objects mapped before and not any more are retired, the cache
+    /// is re-indexed, and blazesym's caches and VMA snapshot follow.
+    fn set_mappings(&mut self, current: Vec<ObjectMapping>) {
+        let old = core::mem::replace(&mut self.mappings, current);
+        let old_current = self.current.min(old.len());
+        self.current = self.mappings.len();
+        // An unmapped object is kept, not forgotten: its samples still carry
+        // addresses inside it. Objects gone since the last read first, then
+        // the ones retired before; an object mapped again (same path, same
+        // start) is current, not retired.
+        let (was_current, retired_before) = old.split_at(old_current);
+        let mut retired: Vec<ObjectMapping> = Vec::new();
+        for gone in was_current.iter().chain(retired_before) {
+            let same = |m: &ObjectMapping| same_object(m, gone);
+            if gone.is_pseudo() || self.mappings.iter().any(same) || retired.iter().any(same) {
+                continue;
+            }
+            if retired.len() < RETIRED_CAP {
+                retired.push(gone.clone());
+            }
+        }
+        self.mappings.extend(retired);
+
+        let (mappings, current) = (&self.mappings, self.current);
+        let (now_mapped, now_retired) = mappings.split_at(current.min(mappings.len()));
         self.cache.retain(|&addr, resolved| {
             let Some(before) = resolved.mapping.and_then(|i| old.get(i)) else {
                 return false;
             };
-            let now = object_for(mappings, addr).and_then(|i| Some((i, mappings.get(i)?)));
-            match now {
-                Some((i, m)) if m.path == before.path && m.start == before.start => {
+            let now = match object_for(now_mapped, addr) {
+                Some(i) => Some(i),
+                // In no object mapped now: still the retired one it was in.
+                None => {
+                    now_retired.iter().position(|m| same_object(m, before)).map(|i| current + i)
+                }
+            };
+            match now.and_then(|i| Some((i, mappings.get(i)?))) {
+                Some((i, m)) if same_object(m, before) => {
                     resolved.mapping = Some(i);
                     true
                 }
                 _ => false,
             }
         });
-        for gone in old.iter().filter(|o| !o.is_pseudo()) {
-            if !self.mappings.iter().any(|m| m.path == gone.path) {
+        for gone in was_current.iter().filter(|o| !o.is_pseudo()) {
+            if !self.current_mappings().iter().any(|m| m.path == gone.path) {
                 let target = evict::Evict::Elf(evict::Elf::new(&gone.path));
                 // Best effort: a failed eviction only keeps some memory.
                 let _ = self.blaze.evict(&target);
@@ -170,8 +248,9 @@ impl Symbolizer {
     ///
     /// The addresses are lookup addresses: for a caller frame, pass the
     /// return address − 1 (the caller does that adjustment). Addresses
-    /// outside every executable mapping, and addresses blazesym cannot
-    /// resolve, get empty `frames`; this never fails.
+    /// outside every executable mapping (current or retired) get neither a
+    /// mapping nor frames, addresses blazesym cannot resolve get empty
+    /// `frames`; this never fails.
     pub fn resolve_all(&mut self, addrs: &[u64]) {
         let mut todo: Vec<u64> =
             addrs.iter().copied().filter(|a| !self.cache.contains_key(a)).collect();
@@ -183,17 +262,18 @@ impl Symbolizer {
 
         let mut query = Vec::with_capacity(todo.len());
         let mut query_maps = Vec::with_capacity(todo.len());
+        let mut unmapped: Vec<(u64, usize)> = Vec::new();
         for addr in todo {
-            match object_for(&self.mappings, addr) {
-                Some(index) => {
-                    query.push(addr);
-                    query_maps.push(index);
-                }
-                None => {
-                    self.cache.insert(addr, Resolved::default());
-                }
+            if let Some(index) = object_for(self.current_mappings(), addr) {
+                query.push(addr);
+                query_maps.push(index);
+            } else if let Some(index) = self.retired_for(addr) {
+                unmapped.push((addr, index));
+            } else {
+                self.cache.insert(addr, Resolved::default());
             }
         }
+        self.resolve_retired(&unmapped);
         if query.is_empty() {
             return;
         }
@@ -225,10 +305,26 @@ impl Symbolizer {
         self.cache.get(&addr)
     }
 
-    /// The executable mappings of the process, sorted by start; the index
-    /// space of [`Resolved::mapping`].
+    /// Every object the symbolizer knows, the index space of
+    /// [`Resolved::mapping`]: first the executable mappings of the process
+    /// now ([`current_mappings`](Self::current_mappings)), then up to
+    /// [`RETIRED_CAP`] objects that were mapped at an earlier
+    /// [`refresh_mappings`](Self::refresh_mappings) and are no longer,
+    /// most recently unmapped first.
     pub fn mappings(&self) -> &[ObjectMapping] {
         &self.mappings
+    }
+
+    /// The executable mappings of the process at the last read, sorted by
+    /// start and non-overlapping.
+    pub fn current_mappings(&self) -> &[ObjectMapping] {
+        self.mappings.get(..self.current).unwrap_or_default()
+    }
+
+    /// Whether index `mapping` of [`mappings`](Self::mappings) is an object
+    /// that is no longer mapped.
+    pub fn is_retired(&self, mapping: usize) -> bool {
+        mapping >= self.current && mapping < self.mappings.len()
     }
 
     /// How many distinct addresses are cached.
@@ -255,6 +351,68 @@ impl Symbolizer {
         }
     }
 
+    /// The retired object holding `addr`, most recently unmapped first.
+    fn retired_for(&self, addr: u64) -> Option<usize> {
+        let retired = self.mappings.get(self.current..)?;
+        retired.iter().position(|m| m.contains(addr)).map(|i| self.current + i)
+    }
+
+    /// Resolves addresses of retired objects, `(address, mapping index)`:
+    /// from the object's file by file offset, one blazesym call per object,
+    /// if the file on disk still has the build id the mapped one had. Every
+    /// address keeps its mapping, with or without frames.
+    fn resolve_retired(&mut self, unmapped: &[(u64, usize)]) {
+        let mut objects: Vec<usize> = unmapped.iter().map(|&(_, m)| m).collect();
+        objects.sort_unstable();
+        objects.dedup();
+        for index in objects {
+            let addrs: Vec<u64> =
+                unmapped.iter().filter(|&&(_, m)| m == index).map(|&(a, _)| a).collect();
+            let Some(object) = self.mappings.get(index) else { continue };
+            // A file replaced on disk (an upgrade, a rebuilt plugin) is not
+            // the code that ran; without a build id there is no telling.
+            let same_file = object.build_id.as_ref().is_some_and(|id| {
+                read_build_id(Path::new(&object.path)).is_some_and(|now| &now == id)
+            });
+            let (mut full, mut raw) = (Vec::new(), Vec::new());
+            if same_file {
+                let offsets: Vec<u64> = addrs
+                    .iter()
+                    .map(|&a| a.saturating_sub(object.start).saturating_add(object.file_offset))
+                    .collect();
+                self.batches += 1;
+                let source = |debug_syms| {
+                    let mut elf = source::Elf::new(&object.path);
+                    elf.debug_syms = debug_syms;
+                    Source::Elf(elf)
+                };
+                let input = Input::FileOffset(offsets.as_slice());
+                full = self.blaze.symbolize(&source(true), input).unwrap_or_default();
+                raw = self.raw.symbolize(&source(false), input).unwrap_or_default();
+            }
+            for (i, &addr) in addrs.iter().enumerate() {
+                let raw_name = match raw.get(i) {
+                    Some(Symbolized::Sym(sym)) => Some(&*sym.name),
+                    _ => None,
+                };
+                let frames = match full.get(i) {
+                    Some(Symbolized::Sym(sym)) => frames_of(sym, raw_name),
+                    _ => Vec::new(),
+                };
+                self.cache.insert(addr, Resolved { mapping: Some(index), frames });
+            }
+            let reloaded = self.current_mappings().iter().any(|m| m.path == object.path);
+            if same_file && !reloaded {
+                // The answers are cached per address; later addresses in an
+                // unmapped object are rare, so do not keep its debug info
+                // (unless the same file is mapped again elsewhere).
+                let target = evict::Evict::Elf(evict::Elf::new(&object.path));
+                let _ = self.blaze.evict(&target);
+                let _ = self.raw.evict(&target);
+            }
+        }
+    }
+
     /// Gives blazesym the same VMA snapshot as [`Self::mappings`], so both
     /// agree on what is mapped and a batch does not re-read the maps.
     fn snapshot_vmas(&self) {
@@ -265,6 +423,11 @@ impl Symbolizer {
         let _ = self.blaze.cache(&target);
         let _ = self.raw.cache(&target);
     }
+}
+
+/// Whether two mappings are the same mapped object: same file, same place.
+fn same_object(a: &ObjectMapping, b: &ObjectMapping) -> bool {
+    a.path == b.path && a.start == b.start
 }
 
 /// The current process as a blazesym source.
@@ -468,7 +631,7 @@ mod tests {
         let cbrt = unsafe { libc::dlsym(handle, c"cbrt".as_ptr()) };
         assert!(!cbrt.is_null());
         let addr = cbrt as u64;
-        let was_mapped = object_for(s.mappings(), addr).is_some();
+        let was_mapped = object_for(s.current_mappings(), addr).is_some();
         s.resolve_all(&[addr]);
         assert_eq!(s.get(addr).unwrap().frames.is_empty(), !was_mapped);
 
@@ -479,6 +642,153 @@ mod tests {
         assert!(mapping.path.contains("libm"), "{mapping:?}");
         assert!(mapping.build_id.is_some(), "{mapping:?}");
         assert!(r.frames.last().unwrap().function.contains("cbrt"), "{r:?}");
+    }
+
+    #[test]
+    fn current_objects_come_first() {
+        let mut s = Symbolizer::new();
+        s.refresh_mappings();
+        let current = s.current_mappings();
+        assert!(!current.is_empty());
+        assert!(current.windows(2).all(|w| w[0].limit <= w[1].start));
+        assert_eq!(&s.mappings()[..current.len()], current);
+        assert!(!s.is_retired(0));
+        assert!(!s.is_retired(s.mappings().len()));
+        for i in current.len()..s.mappings().len() {
+            // Objects other tests unloaded meanwhile.
+            assert!(s.is_retired(i));
+        }
+    }
+
+    /// A fake object of `len` bytes at `start`, in no real mapping.
+    fn fake_object(start: u64, len: u64, path: &str) -> ObjectMapping {
+        ObjectMapping {
+            start,
+            limit: start + len,
+            file_offset: 0,
+            path: path.to_owned(),
+            build_id: Some(vec![0xab; 20]),
+            htlhash: None,
+        }
+    }
+
+    /// The real current mappings plus `extra`, sorted; asserts that no
+    /// extra object overlaps a real one.
+    fn with_objects(real: &[ObjectMapping], extra: &[ObjectMapping]) -> Vec<ObjectMapping> {
+        for e in extra {
+            assert!(
+                real.iter().all(|m| m.limit <= e.start || e.limit <= m.start),
+                "{e:?} overlaps a real object"
+            );
+        }
+        let mut all: Vec<ObjectMapping> = real.iter().chain(extra).cloned().collect();
+        all.sort_by_key(|m| m.start);
+        all
+    }
+
+    #[test]
+    fn unmapped_objects_are_retired_with_their_results() {
+        let mut s = Symbolizer::new();
+        let real = s.current_mappings().to_vec();
+        let gone = fake_object(0x1000_0000, 0x1000, "/nonexistent/libgone.so");
+        let vdso = fake_object(0x1001_0000, 0x1000, "[fake-vdso]");
+        s.set_mappings(with_objects(&real, &[gone.clone(), vdso]));
+        let index = object_for(s.current_mappings(), gone.start + 0x10).unwrap();
+        // A result cached while the object was mapped.
+        let frame = SymFrame {
+            function: "gone_fn".into(),
+            system_name: "gone_fn".into(),
+            file: String::new(),
+            line: 0,
+        };
+        let cached = Resolved { mapping: Some(index), frames: vec![frame] };
+        s.cache.insert(gone.start + 0x10, cached.clone());
+
+        // Unloaded: retired after the current objects, the cached result
+        // re-indexed to it; pseudo objects are not kept.
+        s.set_mappings(real.clone());
+        assert_eq!(s.current_mappings(), &real[..]);
+        assert_eq!(s.mappings().len(), real.len() + 1, "{:?}", &s.mappings()[real.len()..]);
+        let retired = real.len();
+        assert!(s.is_retired(retired));
+        assert_eq!(s.mappings()[retired], gone);
+        let r = s.get(gone.start + 0x10).unwrap();
+        assert_eq!((r.mapping, &r.frames), (Some(retired), &cached.frames));
+
+        // A new address inside it keeps the mapping; its file is gone, so no
+        // names and no blazesym call.
+        let batches = s.batches();
+        s.resolve_all(&[gone.start + 0x20, gone.limit]);
+        assert_eq!(
+            s.get(gone.start + 0x20),
+            Some(&Resolved { mapping: Some(retired), frames: vec![] })
+        );
+        assert_eq!(s.get(gone.limit).unwrap().mapping, None, "one past the end is outside");
+        assert_eq!(s.batches(), batches);
+
+        // Still retired after another refresh; current again once remapped.
+        s.set_mappings(real.clone());
+        assert_eq!(s.get(gone.start + 0x10).unwrap().mapping, Some(retired));
+        s.set_mappings(with_objects(&real, std::slice::from_ref(&gone)));
+        assert_eq!(s.mappings().len(), real.len() + 1);
+        let again = object_for(s.current_mappings(), gone.start).unwrap();
+        assert!(!s.is_retired(again));
+        assert_eq!(s.get(gone.start + 0x10).unwrap().mapping, Some(again));
+    }
+
+    #[test]
+    fn retired_objects_are_capped_newest_first() {
+        let mut s = Symbolizer::new();
+        let real = s.current_mappings().to_vec();
+        let object = |i: u64| fake_object(0x1000_0000 + i * 0x1000, 0x1000, &format!("/gone/{i}"));
+        for i in 0..RETIRED_CAP as u64 + 8 {
+            // Loaded, then unloaded before the next one is loaded.
+            s.set_mappings(with_objects(&real, &[object(i)]));
+            s.set_mappings(real.clone());
+        }
+        let retired = &s.mappings()[real.len()..];
+        assert_eq!(retired.len(), RETIRED_CAP);
+        assert_eq!(retired[0], object(RETIRED_CAP as u64 + 7), "most recently unmapped first");
+        assert_eq!(retired[RETIRED_CAP - 1], object(8));
+    }
+
+    #[test]
+    fn retired_object_is_symbolized_from_its_file() {
+        let mut s = Symbolizer::new();
+        let real = s.current_mappings().to_vec();
+        let probe = (lowprof_symbolize_probe as fn() -> u64) as usize as u64 + 1;
+        let exe = &real[object_for(&real, probe).unwrap()];
+        assert!(exe.build_id.is_some(), "the test binary has a GNU build id: {exe:?}");
+        // The executable's text as if it had been loaded elsewhere, then
+        // unloaded: same file, same build id, another range.
+        let moved = ObjectMapping {
+            start: 0x1000_0000,
+            limit: 0x1000_0000 + (exe.limit - exe.start),
+            ..exe.clone()
+        };
+        s.set_mappings(with_objects(&real, std::slice::from_ref(&moved)));
+        s.set_mappings(real.clone());
+        let addr = probe - exe.start + moved.start;
+        s.resolve_all(&[addr]);
+        let r = s.get(addr).unwrap();
+        assert!(s.is_retired(r.mapping.unwrap()), "{r:?}");
+        let physical = r.frames.last().unwrap();
+        assert!(physical.function.ends_with("lowprof_symbolize_probe"), "{r:?}");
+        assert!(physical.system_name.contains("lowprof_symbolize_probe"), "{r:?}");
+
+        // The same file with another build id (replaced on disk): no names.
+        let replaced = ObjectMapping {
+            build_id: Some(vec![0; 20]),
+            start: 0x2000_0000,
+            limit: 0x2000_0000 + (exe.limit - exe.start),
+            ..exe.clone()
+        };
+        s.set_mappings(with_objects(&real, std::slice::from_ref(&replaced)));
+        s.set_mappings(real.clone());
+        let addr = probe - exe.start + replaced.start;
+        s.resolve_all(&[addr]);
+        let r = s.get(addr).unwrap();
+        assert!(s.is_retired(r.mapping.unwrap()) && r.frames.is_empty(), "{r:?}");
     }
 
     #[test]
