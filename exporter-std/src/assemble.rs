@@ -10,6 +10,20 @@
 //!  Symbolizer (cached per address) ─► Location{address, mapping, lines}
 //!                                      lines: inlined callees first ─► Function
 //! ```
+//!
+//! Every location with a real address gets a [`Mapping`]: the object that
+//! holds it now, the object that held it if it was unloaded since (the
+//! symbolizer retires unmapped objects), or, for an address in no object the
+//! symbolizer ever saw (garbage from a broken frame chain, a library loaded
+//! and unloaded between two looks at the maps), the placeholder
+//! [`UNKNOWN_MAPPING`]. Addresses are never dropped. Comments in the profile
+//! name the unloaded objects that locations are in and count the locations
+//! in the placeholder.
+//!
+//! The placeholder is one mapping per profile, stretched from the lowest to
+//! the highest unknown address, so it may overlap real mappings; its
+//! locations point at it by id, and its `[`-name tells `go tool pprof` not
+//! to look for a file.
 
 use hashbrown::HashMap;
 use std::time::{Duration, SystemTime};
@@ -22,6 +36,11 @@ use crate::symbolize::{Resolved, Symbolizer};
 
 /// Name of the synthetic frame that carries what was lost (dropped records).
 pub const DROPPED_FRAME: &str = "lowprof::dropped";
+
+/// File name of the placeholder mapping for addresses outside every object
+/// the symbolizer knows. The leading `[` marks it, like `[vdso]`, as nothing
+/// `go tool pprof` should look for on disk.
+pub(crate) const UNKNOWN_MAPPING: &str = "[unknown]";
 
 /// One aggregated stack to put in a profile.
 pub(crate) struct RawSample {
@@ -70,6 +89,7 @@ pub(crate) fn assemble(
         function_of: HashMap::new(),
         mappings: Vec::new(),
         mapping_of: HashMap::new(),
+        unknown: None,
     };
     let mut out = Vec::with_capacity(samples.len() + synthetic.len());
     for sample in samples {
@@ -95,13 +115,23 @@ pub(crate) fn assemble(
         let location = b.synthetic_location(name);
         out.push(Sample { locations: vec![location], values: values.clone(), labels: Vec::new() });
     }
-    let Builder { locations, functions, mut mappings, .. } = b;
+    let unloaded = b.unloaded_note();
+    let Builder { locations, functions, mut mappings, unknown, .. } = b;
     for (m, mapping) in mappings.iter_mut().enumerate() {
         let symbolized =
             locations.iter().any(|l| l.mapping == Some(m as MappingIdx) && !l.lines.is_empty());
         mapping.has_functions = symbolized;
         mapping.has_filenames = symbolized;
         mapping.has_line_numbers = symbolized;
+    }
+    let mut comments = header.comments;
+    comments.extend(unloaded);
+    if let Some(unknown) = unknown {
+        let n = locations.iter().filter(|l| l.mapping == Some(unknown)).count();
+        comments.push(format!(
+            "lowprof: {n} locations are in no object known to the symbolizer; they keep their \
+             addresses, in the placeholder mapping {UNKNOWN_MAPPING}"
+        ));
     }
     Profile {
         kind: header.kind,
@@ -115,7 +145,7 @@ pub(crate) fn assemble(
         locations,
         functions,
         mappings,
-        comments: header.comments,
+        comments,
     }
 }
 
@@ -138,6 +168,8 @@ struct Builder<'s> {
     function_of: HashMap<(String, String, String), u32>,
     mappings: Vec<Mapping>,
     mapping_of: HashMap<usize, MappingIdx>,
+    /// The placeholder [`UNKNOWN_MAPPING`], once an address needed it.
+    unknown: Option<MappingIdx>,
 }
 
 impl Builder<'_> {
@@ -154,7 +186,12 @@ impl Builder<'_> {
     }
 
     fn make_location(&mut self, address: u64, resolved: &Resolved) -> Location {
-        let mapping = resolved.mapping.map(|m| self.mapping(m));
+        // Every real location names the object it is in, or says unknown.
+        let mapping = match resolved.mapping {
+            Some(m) => self.mapping(m),
+            None => self.unknown_mapping(address),
+        };
+        let mapping = Some(mapping);
         let lines = resolved
             .frames
             .iter()
@@ -217,6 +254,55 @@ impl Builder<'_> {
         });
         self.mapping_of.insert(object, idx);
         idx
+    }
+
+    /// The placeholder mapping, grown to cover `address`.
+    fn unknown_mapping(&mut self, address: u64) -> MappingIdx {
+        let idx = match self.unknown {
+            Some(idx) => idx,
+            None => {
+                let idx = self.mappings.len() as MappingIdx;
+                self.mappings.push(Mapping {
+                    start: address,
+                    limit: address.saturating_add(1),
+                    file_offset: 0,
+                    filename: UNKNOWN_MAPPING.to_owned(),
+                    build_id: String::new(),
+                    has_functions: false,
+                    has_filenames: false,
+                    has_line_numbers: false,
+                });
+                *self.unknown.insert(idx)
+            }
+        };
+        if let Some(m) = self.mappings.get_mut(idx as usize) {
+            m.start = m.start.min(address);
+            m.limit = m.limit.max(address.saturating_add(1));
+        }
+        idx
+    }
+
+    /// A comment naming the objects, unloaded before this profile was built,
+    /// that some locations are in; `None` if there are none.
+    fn unloaded_note(&self) -> Option<String> {
+        let mut paths: Vec<&str> = self
+            .mapping_of
+            .keys()
+            .filter(|&&object| self.symbolizer.is_retired(object))
+            .filter_map(|&object| self.symbolizer.mappings().get(object))
+            .map(|m| m.path.as_str())
+            .collect();
+        if paths.is_empty() {
+            return None;
+        }
+        paths.sort_unstable();
+        paths.dedup();
+        Some(format!(
+            "lowprof: some locations are in objects unloaded before this profile was built: {}; \
+             they keep their addresses and the object's mapping, with names only if its file \
+             still has the same build id",
+            paths.join(", ")
+        ))
     }
 
     /// The location with the allocator's inlined frames removed: the global
@@ -360,5 +446,43 @@ mod tests {
         let m = p.locations[p.samples[1].locations[0] as usize].mapping.unwrap();
         assert!(p.mappings[m as usize].has_functions);
         assert!(!p.mappings[m as usize].filename.is_empty());
+    }
+
+    #[test]
+    fn addresses_in_no_object_keep_a_placeholder_mapping() {
+        let mut sym = Symbolizer::new();
+        let header = Header {
+            kind: ProfileKind::Cpu,
+            sample_types: vec![ValueType::new("samples", "count")],
+            default_sample_type: None,
+            period_type: ValueType::new("cpu", "nanoseconds"),
+            period: 1,
+            start: SystemTime::now(),
+            duration: Duration::from_secs(1),
+            comments: vec![],
+        };
+        let pc = probe as fn() -> u64 as usize as u64 + 1;
+        // Two addresses no object holds (as if unloaded unseen), one real.
+        let samples = [RawSample {
+            frames: vec![0x10, pc, 0x2001],
+            leaf_is_pc: true,
+            values: vec![1],
+            labels: vec![],
+        }];
+        let p = assemble(&mut sym, header, &samples, &[(DROPPED_FRAME, vec![1])], false);
+        let locs: Vec<&Location> =
+            p.samples[0].locations.iter().map(|&l| &p.locations[l as usize]).collect();
+        assert_eq!(locs.iter().map(|l| l.address).collect::<Vec<_>>(), [0x10, pc - 1, 0x2000]);
+        let unknown = locs[0].mapping.unwrap();
+        assert_eq!(locs[2].mapping, Some(unknown), "one placeholder per profile");
+        assert_ne!(locs[1].mapping, Some(unknown));
+        let m = &p.mappings[unknown as usize];
+        assert_eq!((m.filename.as_str(), m.start, m.limit), (UNKNOWN_MAPPING, 0x10, 0x2001));
+        assert!(!m.has_functions && m.build_id.is_empty());
+        assert!(locs[0].lines.is_empty() && locs[2].lines.is_empty());
+        // The synthetic frame is not an address: still no mapping.
+        let dropped = &p.locations[p.samples[1].locations[0] as usize];
+        assert_eq!((dropped.address, dropped.mapping), (0, None));
+        assert!(p.comments.iter().any(|c| c.contains("2 locations") && c.contains("[unknown]")));
     }
 }
