@@ -8,38 +8,111 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use support::{Receiver, require_python, run, stat};
 
 const BIN: &str = env!("CARGO_BIN_EXE_otlp_export");
 
-fn export(receiver_url: &str, seconds: &str, timeout_ms: &str) -> (String, tempfile::TempDir) {
+/// Runs the test program: `seconds` of work, then (up to `deadline` s after
+/// its start) until every request has an outcome; see `otlp_export.rs`.
+fn export(
+    receiver_url: &str,
+    seconds: &str,
+    timeout_ms: &str,
+    deadline: f64,
+) -> (String, tempfile::TempDir) {
     let files = tempfile::tempdir().unwrap();
-    let stdout = run(BIN, &[receiver_url, files.path().to_str().unwrap(), seconds, timeout_ms]);
+    let deadline = format!("{deadline:.1}");
+    let args = [receiver_url, files.path().to_str().unwrap(), seconds, timeout_ms, &deadline];
+    let stdout = run(BIN, &args);
     (stdout, files)
 }
+
+/// Whether the program saw every request come to an outcome before its
+/// deadline.
+fn settled(stdout: &str) -> bool {
+    stdout.lines().any(|l| l == "settled=true")
+}
+
+/// Every request handed to the exporter has exactly one outcome (the
+/// program has stopped: nothing is queued or in flight).
+fn assert_accounted(stdout: &str) {
+    let outcomes =
+        ["requests_sent", "requests_failed", "rejected", "dropped_queue_full", "abandoned"]
+            .iter()
+            .map(|k| stat(stdout, k))
+            .sum::<u64>();
+    assert_eq!(stat(stdout, "enqueued"), outcomes, "{stdout}");
+}
+
+/// lowprof's retry schedule (the Collector's defaults): the first retry
+/// waits 5 s, each later one 1.5 times longer up to 30 s, every wait spread
+/// by ±50 % jitter.
+const BACKOFF_INITIAL: f64 = 5.0;
+const BACKOFF_MULTIPLIER: f64 = 1.5;
+const BACKOFF_JITTER: f64 = 0.5;
+const BACKOFF_MAX: f64 = 30.0;
+
+/// The latest moment, in seconds after a request's first attempt, at which
+/// it is retried when the endpoint starts answering at `up`: the last wait
+/// that can begin before `up` begins at the earliest after the shortest
+/// (-50 %) earlier waits, and lasts at most +50 % of its interval. Attempts
+/// that fail at once (connection refused) take no time.
+fn latest_retry(up: f64) -> f64 {
+    let (mut interval, mut earliest_start, mut latest) = (BACKOFF_INITIAL, 0.0, up);
+    while earliest_start < up {
+        latest = up + (1.0 + BACKOFF_JITTER) * interval;
+        earliest_start += (1.0 - BACKOFF_JITTER) * interval;
+        interval = (interval * BACKOFF_MULTIPLIER).min(BACKOFF_MAX);
+    }
+    latest
+}
+
+/// Slack on top of [`latest_retry`] for a loaded machine: the program's
+/// start, the queue behind the retried request, the final round.
+const SLACK: f64 = 20.0;
 
 fn ok_requests(requests: &[Value]) -> Vec<&Value> {
     requests.iter().filter(|r| r["outcome"] == "ok").collect()
 }
 
-/// Per sample type, the total of a request's OTLP profiles.
-fn otlp_totals(request: &Value) -> BTreeMap<String, i64> {
+/// The request's profile of `sample_type`.
+fn profile<'a>(request: &'a Value, sample_type: &str) -> &'a Value {
+    request["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["sample_type"]["type"] == sample_type)
+        .unwrap_or_else(|| panic!("no {sample_type} profile in {request:#}"))
+}
+
+/// Per sample type, the total and sample count of a request's profiles.
+fn otlp_totals(request: &Value) -> BTreeMap<String, (i64, i64)> {
     request["profiles"]
         .as_array()
         .unwrap()
         .iter()
         .map(|p| {
-            (p["sample_type"]["type"].as_str().unwrap().to_owned(), p["total"].as_i64().unwrap())
+            let total = (p["total"].as_i64().unwrap(), p["samples"].as_i64().unwrap());
+            (p["sample_type"]["type"].as_str().unwrap().to_owned(), total)
         })
         .collect()
 }
 
-/// Per sample type, the total of a pprof file.
-fn pprof_totals(path: &Path) -> BTreeMap<String, i64> {
+/// Per sample type, the total and sample count of a pprof file.
+fn pprof_totals(path: &Path) -> BTreeMap<String, (i64, i64)> {
     let p = lowprof::pprof::decode(&std::fs::read(path).unwrap()).unwrap();
-    p.sample_types.iter().enumerate().map(|(i, t)| (t.r#type.clone(), p.total(i))).collect()
+    p.sample_types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let rows = p.samples.iter().filter(|s| s.values.get(i).is_some_and(|&v| v != 0));
+            (t.r#type.clone(), (p.total(i), rows.count() as i64))
+        })
+        .collect()
 }
 
 fn files(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
@@ -52,20 +125,26 @@ fn files(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
     v
 }
 
+const ALLOC_TYPES: [&str; 2] = ["alloc_objects", "alloc_space"];
+const SNAPSHOT_TYPES: [&str; 4] = ["inuse_objects", "inuse_space", "samples", "cpu"];
+
 #[test]
 fn requests_decode_and_match_the_pprof_files_of_the_same_round() {
     if !require_python() {
         return;
     }
     let receiver = Receiver::start(0, None);
-    let (stdout, dir) = export(&receiver.url(), "2.2", "10000");
+    let (stdout, dir) = export(&receiver.url(), "2.2", "10000", SLACK);
+    assert!(settled(&stdout), "{stdout}");
     let requests = receiver.requests();
     let ok = ok_requests(&requests);
     // A request every 500 ms plus a final one; a loaded machine may make a
     // round late, so only two are certain.
     assert!(ok.len() >= 2, "a request every 500 ms plus a final one: {stdout}\n{requests:#?}");
+    assert_eq!(ok.len(), requests.len(), "{requests:#?}");
     assert_eq!(stat(&stdout, "requests_sent"), ok.len() as u64);
-    assert_eq!(stat(&stdout, "requests_failed") + stat(&stdout, "rejected"), 0, "{stdout}");
+    assert_eq!(stat(&stdout, "enqueued"), ok.len() as u64, "{stdout}");
+    assert_accounted(&stdout);
     for r in &ok {
         assert!(r["errors"].as_array().unwrap().is_empty(), "{r:#}");
         assert_eq!(r["gzip"], true);
@@ -131,15 +210,70 @@ fn requests_decode_and_match_the_pprof_files_of_the_same_round() {
         assert!(linked > 0, "no {sample_type} sample links to the span");
     }
     // Round k was sent as request k and written as the k-th heap and cpu
-    // files: the totals of every sample type agree.
+    // files (Go's cumulative heap profile).
     let (heaps, cpus) = (files(dir.path(), "heap"), files(dir.path(), "cpu"));
     assert_eq!(heaps.len(), ok.len(), "{heaps:?}");
     assert_eq!(cpus.len(), ok.len(), "{cpus:?}");
+    // OTLP profiles cover their own time: alloc_* the allocations of
+    // [time, time + duration), the rounds' ranges back to back; in-use
+    // and CPU the same moment as the files.
+    let nanos = |p: &Value, key: &str| p[key].as_u64().unwrap();
     for (k, r) in ok.iter().enumerate() {
-        let mut want = pprof_totals(&heaps[k]);
-        want.extend(pprof_totals(&cpus[k]));
-        assert_eq!(otlp_totals(r), want, "round {k}");
+        let alloc = profile(r, "alloc_space");
+        let in_use = profile(r, "inuse_space");
+        let end = nanos(alloc, "time_unix_nano") + nanos(alloc, "duration_nano");
+        assert_eq!(
+            nanos(in_use, "time_unix_nano"),
+            end,
+            "round {k}: in-use is at the window's end"
+        );
+        assert_eq!(nanos(in_use, "duration_nano"), 0, "round {k}: in-use is a snapshot");
+        assert!(nanos(alloc, "duration_nano") > 0, "round {k}");
+        for t in ALLOC_TYPES {
+            assert_eq!(profile(r, t)["time_unix_nano"], alloc["time_unix_nano"], "round {k}");
+            assert_eq!(profile(r, t)["duration_nano"], alloc["duration_nano"], "round {k}");
+        }
+        if k > 0 {
+            let previous = profile(ok[k - 1], "inuse_space");
+            assert_eq!(
+                nanos(alloc, "time_unix_nano"),
+                nanos(previous, "time_unix_nano"),
+                "round {k}'s allocations start where round {}'s ended",
+                k - 1
+            );
+        }
     }
+    // In-use and CPU equal the files of the same round. The alloc deltas of
+    // rounds 0..=k add up to the cumulative alloc_* of round k's file (the
+    // first delta counts from the session start), within rounding: every
+    // row of every profile is rounded on its own, by at most 1/2 a unit.
+    let mut alloc_sums: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for (k, r) in ok.iter().enumerate() {
+        let otlp = otlp_totals(r);
+        let mut file = pprof_totals(&heaps[k]);
+        file.extend(pprof_totals(&cpus[k]));
+        let types: BTreeSet<&str> = otlp.keys().map(String::as_str).collect();
+        assert_eq!(types, file.keys().map(String::as_str).collect(), "round {k}");
+        for t in SNAPSHOT_TYPES {
+            assert_eq!(otlp[t].0, file[t].0, "round {k}: {t}\n{otlp:?}\n{file:?}");
+        }
+        for t in ALLOC_TYPES {
+            let sum = alloc_sums.entry(t).or_default();
+            sum.0 += otlp[t].0;
+            sum.1 += otlp[t].1;
+            let (cumulative, rows) = file[t];
+            // (Bound doubled: the encoder may merge rows with the same
+            // stack and attributes into one sample.)
+            let tolerance = sum.1 + rows;
+            assert!(
+                (sum.0 - cumulative).abs() <= tolerance,
+                "round {k}: {t} deltas sum to {}, the file says {cumulative} (± {tolerance})",
+                sum.0
+            );
+        }
+    }
+    let last = pprof_totals(heaps.last().unwrap());
+    assert!(last["alloc_space"].0 > 0, "{last:?}");
 }
 
 /// The profile ids of a request (identify a round across retries).
@@ -167,7 +301,10 @@ fn retry_after_503_then_200_delivers_exactly_once() {
     }
     let receiver =
         Receiver::start(0, Some(r#"[{"status": 503, "retry_after": "1"}, {"status": 200}]"#));
-    let (stdout, _dir) = export(&receiver.url(), "1.2", "10000");
+    // The wait is max(Retry-After, backoff): the first round (at ~0.5 s) is
+    // retried by 0.5 + 7.5 s; the program waits for that, then stops.
+    let (stdout, _dir) = export(&receiver.url(), "1.2", "10000", latest_retry(1.0) + SLACK);
+    assert!(settled(&stdout), "the refused round was not retried in time: {stdout}");
     let requests = receiver.requests();
     assert_eq!(requests[0]["outcome"], "fault 503");
     let first = ids(&requests[0]);
@@ -176,8 +313,10 @@ fn retry_after_503_then_200_delivers_exactly_once() {
         assert_eq!(d.get(id), Some(&1), "the refused round is delivered once after Retry-After");
     }
     assert!(d.values().all(|&n| n == 1), "no round delivered twice: {d:?}");
-    assert!(stat(&stdout, "retries") >= 1);
-    assert_eq!(stat(&stdout, "requests_failed"), 0);
+    assert_eq!(stat(&stdout, "retries"), 1, "{stdout}");
+    assert_eq!(stat(&stdout, "requests_failed") + stat(&stdout, "abandoned"), 0, "{stdout}");
+    assert_eq!(stat(&stdout, "requests_sent"), ok_requests(&requests).len() as u64);
+    assert_accounted(&stdout);
 }
 
 #[test]
@@ -186,14 +325,17 @@ fn client_errors_are_not_retried() {
         return;
     }
     let receiver = Receiver::start(0, Some(r#"[{"status": 400}, {"status": 200}]"#));
-    let (stdout, _dir) = export(&receiver.url(), "1.2", "10000");
+    let (stdout, _dir) = export(&receiver.url(), "1.2", "10000", SLACK);
+    assert!(settled(&stdout), "{stdout}");
     let requests = receiver.requests();
     assert_eq!(requests[0]["outcome"], "fault 400");
     let first = ids(&requests[0]);
     let seen_again = requests[1..].iter().any(|r| !ids(r).is_disjoint(&first));
     assert!(!seen_again, "a 400 is not retried");
     assert_eq!(stat(&stdout, "rejected"), 1);
+    assert_eq!(stat(&stdout, "retries"), 0, "{stdout}");
     assert!(!ok_requests(&requests).is_empty(), "later rounds still go out");
+    assert_accounted(&stdout);
 }
 
 #[test]
@@ -203,12 +345,15 @@ fn partial_success_is_not_retried_but_counted() {
     }
     let script = r#"[{"status": 200, "partial_success": {"rejected_profiles": 1, "error_message": "too old"}}, {"status": 200}]"#;
     let receiver = Receiver::start(0, Some(script));
-    let (stdout, _dir) = export(&receiver.url(), "1.2", "10000");
+    let (stdout, _dir) = export(&receiver.url(), "1.2", "10000", SLACK);
+    assert!(settled(&stdout), "{stdout}");
     let requests = receiver.requests();
     let first = ids(&requests[0]);
     assert!(requests[1..].iter().all(|r| ids(r).is_disjoint(&first)), "not retried");
     assert_eq!(stat(&stdout, "partial_successes"), 1);
+    assert_eq!(stat(&stdout, "retries"), 0, "{stdout}");
     assert!(stdout.contains("too old"), "the message is kept: {stdout}");
+    assert_accounted(&stdout);
 }
 
 #[test]
@@ -217,8 +362,10 @@ fn a_server_slower_than_the_timeout_is_retried() {
         return;
     }
     let receiver = Receiver::start(0, Some(r#"[{"delay": 2.0}, {"status": 200}]"#));
-    // 500 ms client timeout; long enough a run for the backoff (~5 s).
-    let (stdout, _dir) = export(&receiver.url(), "6", "500");
+    // 500 ms client timeout: the first round's attempt (at ~0.5 s) fails at
+    // ~1 s, and its retry comes by the backoff schedule.
+    let (stdout, _dir) = export(&receiver.url(), "1.2", "500", latest_retry(1.5) + SLACK);
+    assert!(settled(&stdout), "the timed-out round was not retried in time: {stdout}");
     let requests = receiver.requests();
     // The client gave up on the first request after 500 ms and sent it
     // again. The slow server finished the first copy anyway, so it may hold
@@ -227,7 +374,12 @@ fn a_server_slower_than_the_timeout_is_retried() {
     let attempts = requests.iter().filter(|r| !ids(r).is_disjoint(&first)).count();
     assert!(attempts >= 2, "the timed-out round was sent again: {attempts} attempt(s)");
     assert!(stat(&stdout, "retries") >= 1, "{stdout}");
+    assert_eq!(stat(&stdout, "requests_failed") + stat(&stdout, "abandoned"), 0, "{stdout}");
+    assert_accounted(&stdout);
 }
+
+/// How long the endpoint is down (connection refused) before it comes up.
+const DOWN: f64 = 10.0;
 
 #[test]
 fn connection_refused_then_up_is_delivered() {
@@ -238,18 +390,61 @@ fn connection_refused_then_up_is_delivered() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}");
     let files = tempfile::tempdir().unwrap();
-    let child = std::process::Command::new(BIN)
-        .args([url.as_str(), files.path().to_str().unwrap(), "14", "10000"])
-        .stdout(std::process::Stdio::piped())
+    // The program works for 2 s, then waits until every round has an
+    // outcome. It is given until the latest retry the backoff schedule
+    // allows after the endpoint comes up (planned at DOWN s; 5 s more for a
+    // slow receiver start), plus slack. It stops as soon as it is done.
+    let deadline = latest_retry(DOWN + 5.0) + SLACK;
+    let spawned = Instant::now();
+    let mut child = Command::new(BIN)
+        .args([url.as_str(), files.path().to_str().unwrap(), "2", "10000"])
+        .arg(format!("{deadline:.1}"))
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(10));
+    // The fault itself: nothing listens for DOWN seconds.
+    std::thread::sleep(Duration::from_secs_f64(DOWN));
     let receiver = Receiver::start(port, None);
+    let up = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let up_after = spawned.elapsed().as_secs_f64();
+    // The program stops by its deadline plus stop()'s flush; a hang fails
+    // here instead of blocking the test run.
+    let limit = spawned + Duration::from_secs_f64(deadline + 30.0);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > limit {
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
+    assert!(
+        settled(&stdout),
+        "not delivered by {deadline:.1} s (endpoint up after {up_after:.1} s; the backoff \
+         schedule retries by {:.1} s): {stdout}",
+        latest_retry(up_after)
+    );
     let requests = receiver.requests();
-    assert!(!ok_requests(&requests).is_empty(), "delivered once the receiver was up: {stdout}");
-    assert_eq!(stat(&stdout, "requests_failed"), 0, "{stdout}");
+    let ok = ok_requests(&requests);
+    // Retried until up: the oldest round delivered was made while the
+    // endpoint refused connections, and attempts had failed.
+    let made = |r: &Value| profile(r, "inuse_space")["time_unix_nano"].as_u64().unwrap();
+    let oldest = ok.iter().map(|r| made(r)).min().expect("nothing delivered");
+    assert!(u128::from(oldest) < up, "the first rounds were delivered, late: {stdout}");
     assert!(stat(&stdout, "retries") >= 1, "{stdout}");
+    // Exactly once: every round that was not pushed out of the full queue
+    // was delivered, none twice, and nothing failed or was abandoned.
+    let d = deliveries(&requests);
+    assert!(d.values().all(|&n| n == 1), "no round delivered twice: {d:?}");
+    assert_eq!(ok.len(), requests.len(), "{requests:#?}");
+    assert_eq!(stat(&stdout, "requests_sent"), ok.len() as u64, "{stdout}");
+    let zero = ["requests_failed", "rejected", "abandoned"].map(|k| stat(&stdout, k));
+    assert_eq!(zero, [0, 0, 0], "{stdout}");
+    assert_eq!(
+        stat(&stdout, "enqueued"),
+        stat(&stdout, "requests_sent") + stat(&stdout, "dropped_queue_full"),
+        "{stdout}"
+    );
 }

@@ -1,8 +1,14 @@
 //! Exports to an OTLP endpoint every 500 ms while doing known CPU and heap
 //! work, writing the same rounds as pprof files too, so a test can compare
 //! what was sent with what was written.
-//! Usage: `otlp_export <endpoint> <files dir> <seconds> [timeout ms]`.
-//! Prints the profiler's export counters as key=value lines.
+//! Usage: `otlp_export <endpoint> <files dir> <seconds> [timeout ms] [deadline s]`.
+//!
+//! Works for `seconds`; then, with `deadline s`, keeps running until every
+//! request made so far has an outcome (nothing queued or in flight), but
+//! not past `deadline` seconds after its start, so a test can wait for
+//! retries to finish without guessing a sleep. Then stops and prints the
+//! profiler's export counters as key=value lines (`settled` says whether
+//! the export settled before the deadline).
 
 // A test program: failing loudly is its job.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -45,6 +51,8 @@ fn main() {
     let dir = args.next().expect("files dir");
     let seconds: f64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(2.0);
     let timeout_ms: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let deadline: f64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    let started = Instant::now();
     let profiler = lowprof::Profiler::builder()
         .otlp_endpoint(endpoint)
         .header("authorization", "Bearer test-secret-token")
@@ -58,7 +66,7 @@ fn main() {
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     let mut keep = Vec::new();
     // All the work runs in one trace's span: samples carry it as a Link.
-    let _context = lowprof::trace::set_context(TRACE_ID, SPAN_ID);
+    let context = lowprof::trace::set_context(TRACE_ID, SPAN_ID);
     while Instant::now() < until {
         otlp_cpu_work(Instant::now() + Duration::from_millis(50));
         otlp_heap_work(&mut keep);
@@ -66,8 +74,25 @@ fn main() {
             keep.clear();
         }
     }
+    drop(context);
+    // Until every request so far has an outcome, or the deadline.
+    let deadline = started + Duration::from_secs_f64(deadline);
+    let settled = loop {
+        let stats = profiler.stats().export.expect("export stats");
+        if stats.enqueued > 0 && stats.queued == 0 && !stats.in_flight {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    println!("settled={settled}");
+    println!("settled_after_ms={}", started.elapsed().as_millis());
     let report = profiler.stop().unwrap();
     let export = report.stats.export.expect("export stats");
+    println!("enqueued={}", export.enqueued);
+    println!("abandoned={}", export.abandoned);
     println!("requests_sent={}", export.requests_sent);
     println!("requests_failed={}", export.requests_failed);
     println!("retries={}", export.retries);
