@@ -66,11 +66,16 @@
 //!
 //! # Security
 //!
-//! The server binds where it is told. The profiler's default is loopback
-//! (`127.0.0.1`), reachable only from this machine. **Binding a non-loopback
-//! address (such as `0.0.0.0`) exposes the profiles — function names, file
-//! paths, allocation sizes — to anyone who can reach the port**; set a bearer
-//! token, and put TLS in front (a reverse proxy), if you must. With a token,
+//! The server binds exactly the address it is given
+//! (`ProfilerBuilder::serve_pprof`); there is no default address, and the
+//! endpoint runs only when one is given. Nothing about the address is
+//! enforced: a non-loopback address is neither refused nor warned about,
+//! with or without a token (a library does not print). A loopback address
+//! (`127.0.0.1:6060`, `[::1]:6060`) keeps the profiles to this machine.
+//! **Binding a non-loopback address (such as `0.0.0.0`) exposes the
+//! profiles — function names, file paths, allocation sizes — to anyone who
+//! can reach the port**; set a bearer token, and put TLS in front (a reverse
+//! proxy), if you must. With a token,
 //! every request, the index included, needs `Authorization: Bearer <token>`,
 //! compared in time independent of the guess; the token never appears in
 //! `Debug` output or error messages.

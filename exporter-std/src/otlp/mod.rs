@@ -64,7 +64,31 @@
 //!   build id. The `htlhash` build id, which the conventions recommend on
 //!   every mapping, is not sent: it needs a SHA-256 over the file, which the
 //!   crate does not compute yet ([`crate::maps::ObjectMapping::htlhash`]).
-//! - **Trace links** are not written yet: every `link_index` is 0.
+//! - **Trace links**: samples labelled `trace_id` and `span_id` (see
+//!   [`crate::trace`]) get a `link_index` into `link_table` instead of those
+//!   two attributes; other samples have `link_index` 0.
+//!
+//! # Time ranges, and the heap over OTLP
+//!
+//! Each OTLP `Profile` gets `time_unix_nano` = the model profile's `start`
+//! and `duration_nano` = its `duration`, and backends read it as the
+//! measurement of `[time, time + duration)`: Pyroscope, for one, adds
+//! profiles up over time. Go's heap profile does not fit that: its
+//! `alloc_*` are cumulative since the start, so sending it every round
+//! would count every allocation again in every later round. The periodic
+//! exporter (`periodic.rs`) therefore gives this encoder, every round:
+//!
+//! - `alloc_objects`, `alloc_space` of `[previous round, now)` only (the
+//!   first round: since the profiler started), with that range as time and
+//!   duration; the ranges of consecutive rounds touch, so the sum over all
+//!   rounds is the cumulative `alloc_*` of the latest pprof file, up to the
+//!   per-row rounding to integers; allocations dropped on full rings are in
+//!   the range in which they were dropped;
+//! - `inuse_objects`, `inuse_space` now: time = now, duration 0 (a snapshot);
+//! - the CPU profile of `[previous round, now)`.
+//!
+//! pprof files and the pull endpoint keep Go's cumulative heap profile. The
+//! encoder itself does not care: it encodes whatever profiles it is given.
 //!
 //! Like the pprof encoder, this one never fails: samples with the wrong
 //! number of values or unknown locations, unknown mapping and function
