@@ -163,7 +163,7 @@ const PIECES: &[&str] = &[
 ];
 
 /// Awkward soup: up to 24 pieces or arbitrary characters.
-fn soup() -> impl Strategy<Value = String> {
+fn soup() -> BoxedStrategy<String> {
     prop::collection::vec(
         prop_oneof![
             4 => select(PIECES).prop_map(str::to_owned),
@@ -172,10 +172,11 @@ fn soup() -> impl Strategy<Value = String> {
         0..24,
     )
     .prop_map(|parts| parts.concat())
+    .boxed()
 }
 
 /// Numbers as text: huge, negative, floats, in and around the valid ranges.
-fn number() -> impl Strategy<Value = String> {
+fn number() -> BoxedStrategy<String> {
     prop_oneof![
         any::<u64>().prop_map(|n| n.to_string()),
         any::<i64>().prop_map(|n| n.to_string()),
@@ -185,24 +186,27 @@ fn number() -> impl Strategy<Value = String> {
         (0u64..=3_600_002).prop_map(|n| n.to_string()),
         (0u64..=3_600_002).prop_map(|n| format!(" {n:025} ")),
     ]
+    .boxed()
 }
 
 /// Up to 64 KiB of one piece repeated.
-fn long() -> impl Strategy<Value = String> {
-    (select(PIECES), 1usize..=64 * 1024).prop_map(|(piece, max)| {
-        let piece = if piece.is_empty() { "a" } else { piece };
-        let mut s = piece.repeat(max / piece.len() + 1);
-        let mut end = max.min(s.len());
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s
-    })
+fn long() -> BoxedStrategy<String> {
+    (select(PIECES), 1usize..=64 * 1024)
+        .prop_map(|(piece, max)| {
+            let piece = if piece.is_empty() { "a" } else { piece };
+            let mut s = piece.repeat(max / piece.len() + 1);
+            let mut end = max.min(s.len());
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.truncate(end);
+            s
+        })
+        .boxed()
 }
 
 /// Something shaped like a URL, with hostile parts.
-fn url_like() -> impl Strategy<Value = String> {
+fn url_like() -> BoxedStrategy<String> {
     (
         select(&["http://", "https://", "HTTP://", "", "ftp://", "http:/", "http:"][..]),
         prop_oneof![Just(String::new()), soup().prop_map(|s| s + "@")],
@@ -225,18 +229,20 @@ fn url_like() -> impl Strategy<Value = String> {
         .prop_map(|(scheme, user, host, port, path, query, fragment)| {
             format!("{scheme}{user}{host}{port}{path}{query}{fragment}")
         })
+        .boxed()
 }
 
 /// `k=v,k=v` soup.
-fn pairs() -> impl Strategy<Value = String> {
+fn pairs() -> BoxedStrategy<String> {
     prop::collection::vec((soup(), select(&["=", "", "==", " = ", "%3D"][..]), soup()), 0..8)
         .prop_map(|items| {
             items.iter().map(|(k, sep, v)| format!("{k}{sep}{v}")).collect::<Vec<_>>().join(",")
         })
+        .boxed()
 }
 
 /// Any hostile value.
-fn hostile() -> impl Strategy<Value = String> {
+fn hostile() -> BoxedStrategy<String> {
     prop_oneof![
         4 => soup(),
         2 => number(),
@@ -245,10 +251,11 @@ fn hostile() -> impl Strategy<Value = String> {
         2 => url_like(),
         2 => pairs(),
     ]
+    .boxed()
 }
 
 /// Durations at and around every limit, and anywhere.
-fn duration() -> impl Strategy<Value = Duration> {
+fn duration() -> BoxedStrategy<Duration> {
     prop_oneof![
         select(vec![
             Duration::ZERO,
@@ -265,10 +272,11 @@ fn duration() -> impl Strategy<Value = Duration> {
         (any::<u64>(), 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
         (0u64..100_000_000).prop_map(Duration::from_millis),
     ]
+    .boxed()
 }
 
 /// Floats including NaN, infinities, zero, negative and subnormal.
-fn rate() -> impl Strategy<Value = f64> {
+fn rate() -> BoxedStrategy<f64> {
     prop_oneof![
         select(
             &[
@@ -288,6 +296,7 @@ fn rate() -> impl Strategy<Value = f64> {
         ),
         any::<f64>(),
     ]
+    .boxed()
 }
 
 /// An environment made of `pairs`.
@@ -297,7 +306,7 @@ fn env_of(pairs: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String>
 
 /// Every variable set or not, to a hostile value; half the time a valid
 /// endpoint, so that the rest is not skipped.
-fn environment() -> impl Strategy<Value = Vec<(&'static str, String)>> {
+fn environment() -> BoxedStrategy<Vec<(&'static str, String)>> {
     (prop::collection::vec(prop::option::weighted(0.4, hostile()), VARS.len()), any::<bool>())
         .prop_map(|(values, good_endpoint)| {
             let mut env: Vec<(&'static str, String)> =
@@ -308,6 +317,7 @@ fn environment() -> impl Strategy<Value = Vec<(&'static str, String)>> {
             }
             env
         })
+        .boxed()
 }
 
 /// The fix part of a message says what to do.
@@ -437,7 +447,7 @@ proptest! {
 
 /// A builder with every option set (or not) to a hostile value; the
 /// public methods are used, so their clamps apply.
-fn builder() -> impl Strategy<Value = ProfilerBuilder> {
+fn builder() -> BoxedStrategy<ProfilerBuilder> {
     let sampling = (
         any::<bool>(),
         prop::option::of(prop_oneof![
@@ -468,54 +478,56 @@ fn builder() -> impl Strategy<Value = ProfilerBuilder> {
         prop::option::of(hostile()),
         prop_oneof![select(&[0, 1, usize::MAX][..]), any::<usize>()],
     );
-    (sampling, otlp, serve).prop_map(|(sampling, otlp, serve)| {
-        let (heap, heap_interval, hz, timer, run_for, drain, max_heap, max_cpu) = sampling;
-        let (endpoint, headers, timeout, compression, service, export) = otlp;
-        let (addr, token, keep) = serve;
-        let mut b = ProfilerBuilder::default()
-            .heap(heap)
-            .cpu_hz(hz)
-            .cpu_timer(timer)
-            .drain_interval(drain)
-            .keep_files(keep);
-        if let Some(bytes) = heap_interval {
-            b = b.heap_interval(bytes);
-        }
-        if let Some(d) = run_for {
-            b = b.duration(d);
-        }
-        if let Some(r) = max_heap {
-            b = b.max_heap_samples_per_sec(r);
-        }
-        if let Some(r) = max_cpu {
-            b = b.max_cpu_samples_per_sec(r);
-        }
-        if let Some(e) = endpoint {
-            b = b.otlp_endpoint(e);
-        }
-        for (k, v) in headers {
-            b = b.header(k, v);
-        }
-        if let Some(t) = timeout {
-            b = b.otlp_timeout(t);
-        }
-        if let Some(c) = compression {
-            b = b.otlp_compression(c);
-        }
-        if let Some(s) = service {
-            b = b.service_name(s);
-        }
-        if let Some(i) = export {
-            b = b.export_interval(i);
-        }
-        if let Some(a) = addr {
-            b = b.serve_pprof(a);
-        }
-        if let Some(t) = token {
-            b = b.serve_token(t);
-        }
-        b
-    })
+    (sampling, otlp, serve)
+        .prop_map(|(sampling, otlp, serve)| {
+            let (heap, heap_interval, hz, timer, run_for, drain, max_heap, max_cpu) = sampling;
+            let (endpoint, headers, timeout, compression, service, export) = otlp;
+            let (addr, token, keep) = serve;
+            let mut b = ProfilerBuilder::default()
+                .heap(heap)
+                .cpu_hz(hz)
+                .cpu_timer(timer)
+                .drain_interval(drain)
+                .keep_files(keep);
+            if let Some(bytes) = heap_interval {
+                b = b.heap_interval(bytes);
+            }
+            if let Some(d) = run_for {
+                b = b.duration(d);
+            }
+            if let Some(r) = max_heap {
+                b = b.max_heap_samples_per_sec(r);
+            }
+            if let Some(r) = max_cpu {
+                b = b.max_cpu_samples_per_sec(r);
+            }
+            if let Some(e) = endpoint {
+                b = b.otlp_endpoint(e);
+            }
+            for (k, v) in headers {
+                b = b.header(k, v);
+            }
+            if let Some(t) = timeout {
+                b = b.otlp_timeout(t);
+            }
+            if let Some(c) = compression {
+                b = b.otlp_compression(c);
+            }
+            if let Some(s) = service {
+                b = b.service_name(s);
+            }
+            if let Some(i) = export {
+                b = b.export_interval(i);
+            }
+            if let Some(a) = addr {
+                b = b.serve_pprof(a);
+            }
+            if let Some(t) = token {
+                b = b.serve_token(t);
+            }
+            b
+        })
+        .boxed()
 }
 
 /// What `validate` lets through is in range.
