@@ -361,13 +361,16 @@ fn a_server_slower_than_the_timeout_is_retried() {
     if !require_python() {
         return;
     }
-    let receiver = Receiver::start(0, Some(r#"[{"delay": 2.0}, {"status": 200}]"#));
-    // 500 ms client timeout: the first round's attempt (at ~0.5 s) fails at
-    // ~1 s, and its retry comes by the backoff schedule.
-    let (stdout, _dir) = export(&receiver.url(), "1.2", "500", latest_retry(1.5) + SLACK);
+    // The first request is answered after 5 s; the client gives up after
+    // 2 s (a timeout short enough to trip, long enough that the receiver's
+    // decoding on a loaded machine does not trip it too). The first round's
+    // attempt (at ~0.5 s) fails at ~2.5 s, and its retry comes by the
+    // backoff schedule.
+    let receiver = Receiver::start(0, Some(r#"[{"delay": 5.0}, {"status": 200}]"#));
+    let (stdout, _dir) = export(&receiver.url(), "1.2", "2000", latest_retry(3.5) + SLACK);
     assert!(settled(&stdout), "the timed-out round was not retried in time: {stdout}");
     let requests = receiver.requests();
-    // The client gave up on the first request after 500 ms and sent it
+    // The client gave up on the first request after 2 s and sent it
     // again. The slow server finished the first copy anyway, so it may hold
     // two: delivery over a timeout is at-least-once, as in every OTLP client.
     let first = ids(&requests[0]);
