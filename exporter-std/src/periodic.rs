@@ -38,8 +38,9 @@ pub(crate) struct Outputs {
     pub files: Option<RotatingWriter>,
 }
 
-/// The periodic exporter's counters at `stop()` (after the flush: requests
-/// still `queued` or `in_flight` there were not delivered in time).
+/// The periodic exporter's counters at `stop()`, after the flush and the
+/// exporter's shutdown: what was not delivered in time is in `abandoned`,
+/// and nothing is `queued` or `in_flight`.
 pub(crate) struct Final {
     pub export: Option<ExportStats>,
     pub files: Option<FileStats>,
