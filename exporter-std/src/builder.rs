@@ -183,12 +183,19 @@ impl ProfilerBuilder {
         self
     }
 
-    /// Serves Go's `/debug/pprof/{profile,heap,allocs}` on `addr` (such as
-    /// `"127.0.0.1:6060"`). Bind loopback unless you mean to expose your
-    /// profiles; see [`ProfilerBuilder::serve_token`]. An address that is
-    /// not `ip:port` or `hostname:port` is an [`Error::Config`] at `start()`.
+    /// Serves Go's `/debug/pprof/{profile,heap,allocs}` on `addr`.
+    ///
+    /// Loopback unless told otherwise: a bare port (`"6060"` or `":6060"`)
+    /// binds `127.0.0.1` — unlike Go's `":6060"`, which means every
+    /// interface. To expose profiles, name the interface (`"0.0.0.0:6060"`,
+    /// `"[::]:6060"`, a pod IP) and consider
+    /// [`ProfilerBuilder::serve_token`]. An address that is not a port,
+    /// `ip:port` or `hostname:port` is an [`Error::Config`] at `start()`.
     pub fn serve_pprof(mut self, addr: impl Into<String>) -> Self {
-        self.serve_addr = Some(addr.into());
+        let addr = addr.into();
+        let port = addr.strip_prefix(':').unwrap_or(&addr);
+        let bare_port = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+        self.serve_addr = Some(if bare_port { format!("127.0.0.1:{port}") } else { addr });
         self
     }
 
@@ -301,6 +308,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_bare_serve_port_binds_loopback() {
+        for (given, bound) in [
+            ("6060", "127.0.0.1:6060"),
+            (":6060", "127.0.0.1:6060"),
+            (":0", "127.0.0.1:0"),
+            ("0.0.0.0:6060", "0.0.0.0:6060"),
+            ("[::]:6060", "[::]:6060"),
+            ("localhost:6060", "localhost:6060"),
+        ] {
+            let b = ProfilerBuilder::default().serve_pprof(given);
+            assert_eq!(b.serve_addr.as_deref(), Some(bound), "{given}");
+            b.validate().unwrap();
+        }
+        for bad in [":", "", "99999", ":6060x"] {
+            let e = ProfilerBuilder::default().serve_pprof(bad).validate().unwrap_err();
+            assert!(e.to_string().starts_with("serve_pprof"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn validation_states_the_range() {
         let e = ProfilerBuilder::default().heap_interval(0).validate().unwrap_err();
         assert!(matches!(e, Error::InvalidHeapInterval { bytes: 0 }));
@@ -340,7 +367,6 @@ mod tests {
             "",
             "6060",
             "localhost",
-            ":6060",
             "localhost:65536",
             "localhost:+1",
             "local host:6060",

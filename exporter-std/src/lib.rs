@@ -27,7 +27,7 @@
 //! - **Output**: pprof ([`Profile::write_pprof`], read by `go tool pprof`),
 //!   flamegraph SVGs ([`Profile::write_flamegraph`]).
 //! - **Traces**: [`trace::set_context`] (or the `tracing` feature's
-//!   [`trace::ProfilingLayer`]) links samples to the active span: pprof
+//!   `trace::ProfilingLayer`) links samples to the active span: pprof
 //!   labels `trace_id`/`span_id`/`span_name`, OTLP `Link`s; a
 //!   [`trace::SamplingStrategy`] picks which traces are linked.
 //! - **Budget**: [`ProfilerBuilder::max_heap_samples_per_sec`] and

@@ -66,12 +66,13 @@
 //!
 //! # Security
 //!
-//! The server binds exactly the address it is given
-//! (`ProfilerBuilder::serve_pprof`); there is no default address, and the
-//! endpoint runs only when one is given. Nothing about the address is
-//! enforced: a non-loopback address is neither refused nor warned about,
-//! with or without a token (a library does not print). A loopback address
-//! (`127.0.0.1:6060`, `[::1]:6060`) keeps the profiles to this machine.
+//! The endpoint runs only when `ProfilerBuilder::serve_pprof` is given an
+//! address, and is loopback unless told otherwise: a bare port (`"6060"`,
+//! `":6060"`) binds `127.0.0.1`. A named interface is bound as given; a
+//! non-loopback one is neither refused nor warned about, with or without a
+//! token (a library does not print, and scrapers inside a private network
+//! often run without one). A loopback address keeps the profiles to this
+//! machine.
 //! **Binding a non-loopback address (such as `0.0.0.0`) exposes the
 //! profiles — function names, file paths, allocation sizes — to anyone who
 //! can reach the port**; set a bearer token, and put TLS in front (a reverse
