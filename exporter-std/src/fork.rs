@@ -3,9 +3,11 @@
 //!
 //! ```text
 //!  parent: threads T1 (fork caller), drainer, symbolizer, exporter, …
-//!     fork() ──► prepare: take the locks a child may need (span names)
-//!                parent: release them
-//!                child:  release them; stop heap sampling; mark FORKED
+//!     fork() ──► prepare: take the locks a child may need (span names;
+//!                         bounded: a holder that cannot go on is skipped)
+//!                parent: release what prepare took
+//!                child:  release it (or start an empty name table if it
+//!                        was not taken); stop heap sampling; mark FORKED
 //!  child:  only T1's copy runs. No drainer, no timers (POSIX timers and
 //!          ITIMER_PROF are not inherited, pending signals are cleared).
 //! ```
@@ -18,7 +20,8 @@
 //! fork. Everything the child can still reach is lock-free (the allocator
 //! wrapper, the trace context, the link strategies) or held across the fork
 //! by these handlers (the span-name table), so the child never deadlocks on
-//! a lock a parent thread held at the fork.
+//! a lock a parent thread held at the fork. `Profiler::stats` there reads
+//! only the process-wide sampling counters.
 
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,8 +35,9 @@ pub(crate) fn in_forked_child() -> bool {
     FORKED.load(Ordering::Acquire)
 }
 
-/// Installs the fork handlers (once per process). Call when a profiler
-/// starts.
+/// Installs the fork handlers (once per process). Called when a profiler
+/// starts and when a span name is first interned (its table's lock must be
+/// handled across a fork even before any profiler runs).
 pub(crate) fn install_handlers() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -52,14 +56,12 @@ extern "C" fn prepare() {
 }
 
 extern "C" fn parent() {
-    // SAFETY: `prepare` took the lock on this thread just before the fork.
-    unsafe { crate::trace::unlock_names_after_fork() };
+    crate::trace::unlock_names_in_parent();
 }
 
 extern "C" fn child() {
-    // SAFETY: `prepare` took the lock in the parent; the child's only thread
-    // is the copy of the one that took it.
-    unsafe { crate::trace::unlock_names_after_fork() };
+    // SAFETY: this is the child's fork handler, on the forking thread.
+    unsafe { crate::trace::unlock_names_in_child() };
     if crate::profiler::is_running() {
         // An atomic store: async-signal-safe, as a child handler must be.
         lowprof_alloc::stop();

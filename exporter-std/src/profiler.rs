@@ -255,21 +255,30 @@ impl Profiler {
         }
     }
 
-    /// Current counters.
+    /// Current counters. In a child forked while this profiler ran, only
+    /// the process-wide sampling counters (the profiler is off there).
     pub fn stats(&self) -> Stats {
         let mut stats = self.session_stats();
-        if let Some(periodic) = &self.periodic {
+        if let Some(periodic) = self.periodic.as_ref().filter(|_| !self.in_forked_child()) {
             stats.export = periodic.export_stats();
             stats.files = periodic.file_stats();
         }
         stats
     }
 
+    /// Whether this is a child forked while this profiler ran.
+    fn in_forked_child(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| s.in_forked_child())
+    }
+
     fn session_stats(&self) -> Stats {
         match &self.session {
-            Some(s) => s.stats(),
+            // The session's state, the exporter's and the file output's
+            // locks may have been held by parent threads at the fork: they
+            // are never released in the child, so never take them there.
+            Some(s) if !s.in_forked_child() => s.stats(),
             // Abandoned in a forked child: the process-wide counters only.
-            None => Stats {
+            _ => Stats {
                 heap: lowprof_alloc::stats(),
                 cpu: lowprof_sampler::stats(),
                 records_drained: 0,

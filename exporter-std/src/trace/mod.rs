@@ -34,7 +34,9 @@ use lowprof_core::context::{self, ContextSlot, NONE};
 use lowprof_core::event::ContextWords;
 
 pub use names::SpanName;
-pub(crate) use names::{lock_names_for_fork, name_of, unlock_names_after_fork};
+pub(crate) use names::{
+    lock_names_for_fork, name_of, unlock_names_in_child, unlock_names_in_parent,
+};
 pub use strategy::{
     AlwaysSample, NeverSample, ProbabilisticSampler, RateSampler, SamplingStrategy,
     set_sampling_strategy,

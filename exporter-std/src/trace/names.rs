@@ -17,7 +17,7 @@
 //! [`SpanName::new`]) never finds it held by a parent thread that does not
 //! exist there. It is held only for a hash lookup or insert.
 
-use core::cell::UnsafeCell;
+use core::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use hashbrown::HashMap;
@@ -45,12 +45,12 @@ unsafe impl Sync for Table {}
 static NAMES: Table = Table { locked: AtomicBool::new(false), names: UnsafeCell::new(None) };
 
 impl Table {
+    fn try_lock(&self) -> bool {
+        self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    }
+
     fn lock(&self) {
-        while self
-            .locked
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        while !self.try_lock() {
             std::thread::yield_now();
         }
     }
@@ -71,18 +71,63 @@ impl Table {
     }
 }
 
-/// Takes the table's lock before a `fork` (the `prepare` handler).
-pub(crate) fn lock_names_for_fork() {
-    NAMES.lock();
+/// How often the `prepare` handler tries the lock (yielding in between)
+/// before it forks without it. The lock is held for a hash lookup or an
+/// insert, so normally the first or second try succeeds; a bound is needed
+/// only for a holder that cannot go on: the thread calling `fork` itself
+/// (from a signal handler that interrupted it here), or a holder blocked in
+/// an allocator whose own fork handler already took the allocator's lock.
+const FORK_LOCK_TRIES: u32 = 10_000;
+
+thread_local! {
+    /// Whether this thread's `prepare` handler holds the lock across its
+    /// `fork` (per thread: two threads may fork at once).
+    static TAKEN_FOR_FORK: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Releases the lock [`lock_names_for_fork`] took, in the parent or the
-/// child after the fork.
+/// The `prepare` handler: takes the table's lock before a `fork`, unless
+/// it stays held for [`FORK_LOCK_TRIES`] tries.
+pub(crate) fn lock_names_for_fork() {
+    let mut taken = false;
+    for _ in 0..FORK_LOCK_TRIES {
+        if NAMES.try_lock() {
+            taken = true;
+            break;
+        }
+        // sched_yield: async-signal-safe, as fork may be called from a
+        // signal handler.
+        std::thread::yield_now();
+    }
+    TAKEN_FOR_FORK.with(|t| t.set(taken));
+}
+
+/// The parent's handler after a `fork`: releases what `prepare` took.
+pub(crate) fn unlock_names_in_parent() {
+    if TAKEN_FOR_FORK.with(Cell::get) {
+        NAMES.unlock();
+    }
+}
+
+/// The child's handler after a `fork`: releases what `prepare` took. If it
+/// could not take the lock, the holder does not run in the child and may
+/// have left the table half-updated: the child starts a new, empty table
+/// (keys issued before the fork then have no name there; profiling is off
+/// in the child anyway) and the old one is leaked, never dropped.
 ///
 /// # Safety
 ///
-/// Only after [`lock_names_for_fork`], once.
-pub(crate) unsafe fn unlock_names_after_fork() {
+/// Only in the child's `fork` handler, on the forking thread. If that
+/// thread itself held the lock (it forked from a signal handler that
+/// interrupted [`SpanName::new`]), the child must not return from that
+/// signal handler (it should `exec` or `_exit`, as POSIX requires of a
+/// child forked from a signal handler anyway).
+pub(crate) unsafe fn unlock_names_in_child() {
+    if !TAKEN_FOR_FORK.with(Cell::get) {
+        // SAFETY: no other thread exists in the child, and the caller
+        // promises the interrupted holder (if it is this thread) never
+        // resumes; `ptr::write` does not drop the possibly torn old table.
+        unsafe { std::ptr::write(NAMES.names.get(), None) };
+    }
     NAMES.unlock();
 }
 
@@ -94,6 +139,9 @@ impl SpanName {
     /// Interns `name` (a lock and a hash lookup: create one per span kind,
     /// not per request).
     pub fn new(name: &str) -> Self {
+        // The table's lock must be handled across `fork` even when no
+        // profiler has started yet.
+        crate::fork::install_handlers();
         // Allocate outside the lock (the allocator may sample and take
         // its slow path meanwhile).
         let owned = name.to_owned();

@@ -7,8 +7,9 @@
 //! blocks it inherited (sampled ones among them), sets a context, interns a
 //! span name, tries to start a profiler (must get an error, not hang) and
 //! exits 0. A child that is not done within 10 s is killed and reported.
-//! The child also asks the parent's profiler for a heap profile: it must
-//! answer `ForkedChild` at once. Afterwards the parent's profiler must still
+//! The child also asks the parent's profiler for a heap profile (it must
+//! answer `ForkedChild` at once) and for its stats (at once, with heap
+//! sampling off). Afterwards the parent's profiler must still
 //! work: writes `heap.pb.gz` (with a known site live throughout) and prints
 //! `children_ok=<n>`.
 
@@ -55,6 +56,12 @@ fn child_body(parent: &lowprof::Profiler, inherited: Vec<Vec<u8>>) -> i32 {
             eprintln!("child: parent's heap_profile() gave {:?}", other.map(|p| p.samples.len()));
             return 5;
         }
+    }
+    // Counters only, and never a lock a parent thread may have held.
+    let stats = parent.stats();
+    if stats.heap.enabled {
+        eprintln!("child: heap sampling is still on");
+        return 6;
     }
     drop(inherited);
     let mut keep = Vec::new();
