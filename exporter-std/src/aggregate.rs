@@ -190,6 +190,20 @@ impl AllocWindow {
     fn add(&mut self, key: HeapKey, weight: f64, size: u64) {
         add_alloc_row(&mut self.alloc, &mut self.links, key, weight, size);
     }
+
+    /// Adds the rows of `newer`, gathered after this window was taken.
+    fn absorb(&mut self, newer: AllocWindow) {
+        self.links.folded += newer.links.folded;
+        for (key, estimate) in newer.alloc {
+            match self.alloc.entry(key) {
+                Entry::Occupied(mut e) => e.get_mut().merge(&estimate),
+                Entry::Vacant(e) => {
+                    e.insert(estimate);
+                    self.links.inserted(key, &mut self.alloc);
+                }
+            }
+        }
+    }
 }
 
 /// Adds one sampled allocation to the row `key` of `alloc`.
@@ -271,6 +285,15 @@ impl HeapAggregate {
     pub(crate) fn take_alloc_window(&mut self, id: u64) -> Option<AllocWindow> {
         let (_, window) = self.alloc_windows.iter_mut().find(|(w, _)| *w == id)?;
         Some(std::mem::take(window))
+    }
+
+    /// Puts back what [`HeapAggregate::take_alloc_window`] took from window
+    /// `id` (its consumer could not use it), with what arrived since.
+    pub(crate) fn give_back_alloc_window(&mut self, id: u64, mut taken: AllocWindow) {
+        if let Some((_, window)) = self.alloc_windows.iter_mut().find(|(w, _)| *w == id) {
+            taken.absorb(std::mem::take(window));
+            *window = taken;
+        }
     }
 
     /// Closes window `id`.
@@ -462,10 +485,20 @@ mod tests {
         assert_eq!(second.alloc[&k10], Estimate { objects: 1.0, bytes: 100.0 });
         assert_eq!(h.alloc[&k10], Estimate { objects: 4.0, bytes: 400.0 });
         assert_eq!(h.take_alloc_window(other).unwrap().alloc[&k10].objects, 4.0);
+        // A take given back is merged with what came since.
+        h.add_alloc(&alloc(6, 100, 1.0, &[10], 0));
+        let third = h.take_alloc_window(w).unwrap();
+        h.add_alloc(&alloc(7, 100, 2.0, &[10], 0));
+        h.add_alloc(&alloc(8, 8, 1.0, &[20], 0));
+        h.give_back_alloc_window(w, third);
+        let fourth = h.take_alloc_window(w).unwrap();
+        assert_eq!(fourth.alloc[&k10], Estimate { objects: 3.0, bytes: 300.0 });
+        assert_eq!(fourth.alloc[&k20], Estimate { objects: 1.0, bytes: 8.0 });
         h.close_alloc_window(w);
         assert!(h.take_alloc_window(w).is_none());
         h.add_alloc(&alloc(5, 100, 1.0, &[10], 0));
-        assert_eq!(h.take_alloc_window(other).unwrap().alloc[&k10].objects, 1.0);
+        // `other` saw 6, 7 and 5 since its take (w's give-back is w's own).
+        assert_eq!(h.take_alloc_window(other).unwrap().alloc[&k10].objects, 4.0);
     }
 
     #[test]

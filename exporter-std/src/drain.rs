@@ -120,6 +120,8 @@ pub(crate) struct TakenAllocWindow {
     pub end: SystemTime,
     /// Allocations dropped (rings full) during the window.
     pub dropped: DroppedAllocs,
+    /// The window's mark before this take, to give it back.
+    reported_before: DroppedAllocs,
 }
 
 /// Aggregates and the scratch buffers used to drain into them.
@@ -231,9 +233,21 @@ impl State {
             start: mark.start,
             end,
             dropped: now.since(mark.dropped_reported),
+            reported_before: mark.dropped_reported,
         };
         *mark = AllocWindowMark { start: end, dropped_reported: now };
         Some(taken)
+    }
+
+    /// Undoes [`State::take_alloc_window`] when the round that took it
+    /// failed: the allocations and drops go out with the next take instead
+    /// of being lost, and that take starts where this one did.
+    pub(crate) fn give_back_alloc_window(&mut self, id: WindowId, taken: TakenAllocWindow) {
+        let Some((_, mark)) = self.alloc_marks.iter_mut().find(|(w, _)| *w == id) else {
+            return;
+        };
+        *mark = AllocWindowMark { start: taken.start, dropped_reported: taken.reported_before };
+        self.heap.give_back_alloc_window(id, taken.window);
     }
 
     /// Closes a window opened with [`State::open_alloc_window`].
@@ -455,6 +469,15 @@ mod tests {
         assert_eq!(taken.dropped, DroppedAllocs { objects: 11.0, bytes: 1100 });
         let taken = state.take_alloc_window(id, &stats_with_drops(21.0, 2100)).unwrap();
         assert_eq!(taken.dropped, DroppedAllocs { objects: 0.5, bytes: 100 });
+
+        // A take given back (its round failed) is reported by the next one,
+        // which starts where the failed one did.
+        let failed = state.take_alloc_window(id, &stats_with_drops(22.0, 2200)).unwrap();
+        let failed_start = failed.start;
+        state.give_back_alloc_window(id, failed);
+        let next = state.take_alloc_window(id, &stats_with_drops(23.0, 2300)).unwrap();
+        assert_eq!(next.dropped, DroppedAllocs { objects: 2.0, bytes: 200 });
+        assert_eq!(next.start, failed_start);
 
         state.close_alloc_window(id);
         assert!(state.take_alloc_window(id, &stats_with_drops(21.0, 2100)).is_none());

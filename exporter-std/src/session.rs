@@ -264,9 +264,17 @@ impl Session {
             duration: self.started.1.elapsed(),
             comments: heap_comments(&stats, &in_use),
         };
-        let profile =
-            self.symbolizer()?.build(Job { header, samples, synthetic, trim_allocator: true })?;
-        Ok((profile, taken.map(|t| (t.start, t.end))))
+        let job = Job { header, samples, synthetic, trim_allocator: true };
+        match self.symbolizer().and_then(|s| s.build(job)) {
+            Ok(profile) => Ok((profile, taken.map(|t| (t.start, t.end)))),
+            Err(e) => {
+                // The round fails: its allocations go out with the next one.
+                if let (Some(id), Some(taken), Ok(mut state)) = (window, taken, self.open_state()) {
+                    state.give_back_alloc_window(id, taken);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The sampled blocks live now, attributed to their stacks: scan the
