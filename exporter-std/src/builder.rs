@@ -365,7 +365,6 @@ mod tests {
         }
         for bad in [
             "",
-            "6060",
             "localhost",
             "localhost:65536",
             "localhost:+1",

@@ -853,7 +853,8 @@ impl<'a> CpuSlot<'a> {
         }
         let first_end =
             shared.cpu_slots.iter().map(|s| s.load(Ordering::Acquire)).filter(|&e| e != 0).min();
-        let wait_ms = first_end.map_or(0, |e| e.saturating_sub(now));
+        // Slots hold the end plus 1 ms (0 marks a free slot).
+        let wait_ms = first_end.map_or(0, |e| e.saturating_sub(1).saturating_sub(now));
         Err(wait_ms.div_ceil(1000).max(1))
     }
 }
