@@ -92,7 +92,29 @@ impl Profile {
 
 fn is_library_frame(name: &str) -> bool {
     let name = name.trim_start_matches('<');
-    ["std::", "core::", "alloc::", "hashbrown::", "__rust", "__rustc::"]
+    // allocator_api2: hashbrown's allocator shim (`Global::alloc_impl`).
+    ["std::", "core::", "alloc::", "hashbrown::", "allocator_api2::", "__rust", "__rustc::"]
         .iter()
         .any(|p| name.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_library_frame;
+
+    #[test]
+    fn library_frames_are_skipped_for_the_site_name() {
+        for name in [
+            "alloc::raw_vec::RawVec<T,A>::grow_one",
+            "<alloc::vec::Vec<T> as core::clone::Clone>::clone",
+            "hashbrown::raw::RawTable<T,A>::reserve_rehash",
+            "allocator_api2::stable::alloc::global::Global::alloc_impl",
+            "__rustc::__rust_alloc",
+        ] {
+            assert!(is_library_frame(name), "{name}");
+        }
+        for name in ["demo::remember_sessions", "<my_app::Cache as Drop>::drop", "main"] {
+            assert!(!is_library_frame(name), "{name}");
+        }
+    }
 }
