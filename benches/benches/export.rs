@@ -76,6 +76,7 @@ fn mappings() -> Vec<Mapping> {
             has_functions: symbols,
             has_filenames: symbols,
             has_line_numbers: symbols,
+            htlhash: String::new(),
         };
     vec![
         m(

@@ -25,7 +25,7 @@
 //! (Linux paths need not be UTF-8) and converted lossily only for display.
 
 use std::ffi::OsStr;
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
@@ -46,12 +46,8 @@ pub struct ObjectMapping {
     /// GNU build id (`NT_GNU_BUILD_ID` note), if the file has one and could
     /// be read. Always `None` for pseudo objects.
     pub build_id: Option<Vec<u8>>,
-    /// The OTel "htlhash" of the file: SHA-256 over its first 4 KiB, last
-    /// 4 KiB and big-endian `u64` length, truncated to 16 bytes.
-    ///
-    /// Not computed yet: always `None`.
-    // TODO(otlp issue): compute htlhash once a SHA-256 implementation is
-    // available to the crate; OTLP RECOMMENDS it on every mapping.
+    /// The OTel "htlhash" of the file (see [`htlhash`]), if it could be
+    /// read. Always `None` for pseudo objects.
     pub htlhash: Option<[u8; 16]>,
 }
 
@@ -91,14 +87,14 @@ pub fn read_object_mappings() -> io::Result<Vec<ObjectMapping>> {
             continue;
         }
         let Some(path) = entry.path else { continue };
-        let build_id = build_id_for(&entry, path);
+        let FileIds { build_id, htlhash } = ids_for(&entry, path);
         out.push(ObjectMapping {
             start: entry.start,
             limit: entry.end,
             file_offset: entry.offset,
             path: String::from_utf8_lossy(path).into_owned(),
             build_id,
-            htlhash: None,
+            htlhash,
         });
     }
     out.sort_by_key(|m| m.start);
@@ -242,7 +238,14 @@ struct CachedBuildId {
     path: Vec<u8>,
     dev: Vec<u8>,
     inode: u64,
+    ids: FileIds,
+}
+
+/// The identities of one mapped file.
+#[derive(Clone, Default)]
+struct FileIds {
     build_id: Option<Vec<u8>>,
+    htlhash: Option<[u8; 16]>,
 }
 
 /// Build ids read so far, one entry per distinct file. A process maps tens
@@ -251,26 +254,30 @@ struct CachedBuildId {
 static BUILD_IDS: Mutex<Vec<CachedBuildId>> = Mutex::new(Vec::new());
 const BUILD_ID_CACHE_CAP: usize = 4096;
 
-/// The GNU build id of the file behind `entry`, from the cache or read once.
-fn build_id_for(entry: &MapsEntry<'_>, path: &[u8]) -> Option<Vec<u8>> {
+/// The GNU build id and htlhash of the file behind `entry`, from the cache
+/// or read once.
+fn ids_for(entry: &MapsEntry<'_>, path: &[u8]) -> FileIds {
     if entry.inode == 0 || !path.starts_with(b"/") {
         // Pseudo objects ([vdso], [vsyscall]) and anonymous executable memory.
-        return None;
+        return FileIds::default();
     }
     let mut cache = BUILD_IDS.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(hit) =
         cache.iter().find(|c| c.inode == entry.inode && c.dev == entry.dev && c.path == path)
     {
-        return hit.build_id.clone();
+        return hit.ids.clone();
     }
-    let build_id = if entry.deleted {
+    let file = if entry.deleted {
         // The path may now name a different file (an upgraded library);
         // only the kernel's handle on the mapped one is trustworthy. Opening
         // it needs privileges that a normal process may not have.
-        let handle = format!("/proc/self/map_files/{:x}-{:x}", entry.start, entry.end);
-        read_build_id(Path::new(&handle))
+        std::path::PathBuf::from(format!("/proc/self/map_files/{:x}-{:x}", entry.start, entry.end))
     } else {
-        read_build_id(Path::new(OsStr::from_bytes(path)))
+        Path::new(OsStr::from_bytes(path)).to_path_buf()
+    };
+    let ids = FileIds {
+        build_id: read_build_id(&file),
+        htlhash: std::fs::File::open(&file).and_then(|mut f| htlhash(&mut f)).ok(),
     };
     if cache.len() >= BUILD_ID_CACHE_CAP {
         cache.clear();
@@ -279,9 +286,40 @@ fn build_id_for(entry: &MapsEntry<'_>, path: &[u8]) -> Option<Vec<u8>> {
         path: path.to_vec(),
         dev: entry.dev.to_vec(),
         inode: entry.inode,
-        build_id: build_id.clone(),
+        ids: ids.clone(),
     });
-    build_id
+    ids
+}
+
+/// The OTel profiles `htlhash` build id of a file ("head, tail, length"):
+/// the first 16 bytes of SHA-256 over the file's first 4096 bytes, its last
+/// 4096 bytes (the two may overlap; a short file is hashed twice, unpadded)
+/// and its length as a big-endian `u64`. It identifies a file whose GNU
+/// build id was stripped, and the mapping conventions recommend it on every
+/// mapping (opentelemetry.io/docs/specs/otel/profiles/mappings). Reads 8 KiB
+/// at most.
+///
+/// # Errors
+///
+/// Any I/O error reading or seeking `file`.
+pub fn htlhash(file: &mut (impl Read + Seek)) -> io::Result<[u8; 16]> {
+    use sha2::{Digest, Sha256};
+    const PAGE: u64 = 4096;
+    let len = file.seek(SeekFrom::End(0))?;
+    let mut page = Vec::with_capacity(PAGE as usize);
+    let mut hasher = Sha256::new();
+    file.seek(SeekFrom::Start(0))?;
+    file.by_ref().take(PAGE).read_to_end(&mut page)?;
+    hasher.update(&page);
+    page.clear();
+    file.seek(SeekFrom::Start(len.saturating_sub(PAGE)))?;
+    file.by_ref().take(PAGE).read_to_end(&mut page)?;
+    hasher.update(&page);
+    hasher.update(len.to_be_bytes());
+    let digest = hasher.finalize();
+    let mut id = [0; 16];
+    id.copy_from_slice(&digest[..16]);
+    Ok(id)
 }
 
 /// Reads the `NT_GNU_BUILD_ID` note of an ELF file with blazesym's parser;
@@ -296,6 +334,31 @@ pub(crate) fn read_build_id(path: &Path) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reference values from Python's hashlib, an implementation independent
+    /// of the one used here:
+    /// `sha256(b[:4096] + b[-4096:] + struct.pack(">Q", len(b))).hexdigest()[:32]`.
+    #[test]
+    fn htlhash_matches_the_spec() {
+        let hex = |id: [u8; 16]| id.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let of = |bytes: Vec<u8>| hex(htlhash(&mut std::io::Cursor::new(bytes)).unwrap());
+        // Shorter than a page: head and tail are the whole file, twice.
+        assert_eq!(of(b"0123456789".to_vec()), "6b08e12ebaacbe995643c9cfbf4720bc");
+        // Longer than two pages: the middle is not read.
+        let long: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(of(long), "29e3194e821b97b5565d43a5156ad97a");
+        assert_eq!(of(Vec::new()), "af5570f5a1810b7af78caf4bc70a660f");
+    }
+
+    #[test]
+    fn mapped_files_get_their_htlhash() {
+        let maps = read_object_mappings().unwrap();
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let mine = maps.iter().find(|m| Path::new(&m.path) == exe).unwrap();
+        let expected = htlhash(&mut std::fs::File::open(&exe).unwrap()).unwrap();
+        assert_eq!(mine.htlhash, Some(expected));
+        assert!(maps.iter().filter(|m| m.is_pseudo()).all(|m| m.htlhash.is_none()));
+    }
 
     /// The address of libc's `getpid`, as a probe into libc's text.
     fn libc_getpid_addr() -> u64 {
@@ -416,7 +479,7 @@ mod tests {
         assert_eq!(Path::new(&mapping.path), exe.as_path());
         let id = mapping.build_id.as_ref().expect("rustc/ld emit a GNU build id on Linux");
         assert!(id.len() >= 8, "{id:?}");
-        assert_eq!(mapping.htlhash, None);
+        assert!(mapping.htlhash.is_some(), "the executable is readable");
 
         // libc is mapped and has a build id too; the vdso has none.
         let libc_addr = libc_getpid_addr();

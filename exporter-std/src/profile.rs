@@ -130,6 +130,9 @@ pub struct Mapping {
     pub filename: String,
     /// GNU build id, lower-case hex; empty if none.
     pub build_id: String,
+    /// The OTel profiles `htlhash` build id ([`crate::maps::htlhash`]),
+    /// lower-case hex; empty if none. OTLP only (pprof has no field for it).
+    pub htlhash: String,
     /// Whether locations in this mapping carry function names.
     pub has_functions: bool,
     /// Whether they carry file names.

@@ -40,9 +40,11 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import signal
+import struct
 import sys
 import threading
 import time
@@ -246,12 +248,52 @@ def summarize_profile(c: Checker, p: Any, where: str) -> dict[str, Any]:
     }
 
 
+def htlhash(path: str) -> str | None:
+    """The OTel profiles htlhash of a file, or None if it cannot be read:
+    sha256(first 4096 bytes + last 4096 bytes + big-endian u64 length)[:16],
+    in hex (opentelemetry.io/docs/specs/otel/profiles/mappings)."""
+    try:
+        with open(path, "rb") as f:
+            length = os.fstat(f.fileno()).st_size
+            head = f.read(4096)
+            f.seek(max(0, length - 4096))
+            tail = f.read(4096)
+    except OSError:
+        return None
+    return hashlib.sha256(head + tail + struct.pack(">Q", length)).hexdigest()[:32]
+
+
+def summarize_mappings(c: "Checker") -> list[dict[str, Any]]:
+    """Every mapping after entry 0: filename and attributes, with its
+    htlhash recomputed here from the file when it is readable (a mismatch
+    is an error)."""
+    out = []
+    for i, m in enumerate(c.d.mapping_table):
+        if i == 0:
+            continue
+        where = f"mapping_table[{i}]"
+        filename = c.string(m.filename_strindex, where)
+        attrs = c.attributes(m.attribute_indices, where)
+        sent = attrs.get("process.executable.build_id.htlhash")
+        checked = False
+        if sent is not None and filename.startswith("/"):
+            here = htlhash(filename)
+            if here is not None:
+                checked = True
+                if here != sent:
+                    c.error(f"{where}: htlhash {sent} but {filename} hashes to {here}")
+        out.append({"filename": filename, "attributes": attrs, "htlhash_checked": checked})
+    return out
+
+
 def summarize(request: profiles_service_pb2.ExportProfilesServiceRequest) -> dict[str, Any]:
     """The JSON summary of a decoded request.
 
     Keys: ``resource`` (attributes of the first ResourceProfiles as a dict),
     ``scope`` ({name, version} of its first ScopeProfiles), ``resources`` and
-    ``scopes`` (counts), ``profiles`` (every Profile of every scope, in
+    ``scopes`` (counts), ``mappings`` (filename, attributes, and whether
+    the htlhash was recomputed from the file and matched), ``profiles``
+    (every Profile of every scope, in
     order: sample_type {type, unit}, period_type, period, samples (count),
     total (sum of values), functions (sorted names reachable from the
     samples' stacks), sample_attribute_keys, attributes, time_unix_nano,
@@ -292,6 +334,7 @@ def summarize(request: profiles_service_pb2.ExportProfilesServiceRequest) -> dic
         "resources": len(request.resource_profiles),
         "scopes": scopes,
         "profiles": profiles,
+        "mappings": summarize_mappings(c),
         "dictionary": {
             table: len(getattr(d, table))
             for table in ("mapping_table", "location_table", "function_table", "link_table", "string_table",

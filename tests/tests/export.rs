@@ -146,7 +146,16 @@ fn requests_decode_and_match_the_pprof_files_of_the_same_round() {
     assert_eq!(stat(&stdout, "enqueued"), ok.len() as u64, "{stdout}");
     assert_accounted(&stdout);
     for r in &ok {
+        // Errors include an htlhash that differs from the receiver's own.
         assert!(r["errors"].as_array().unwrap().is_empty(), "{r:#}");
+        let exe = r["mappings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["filename"].as_str().is_some_and(|f| f.ends_with("/otlp_export")))
+            .unwrap_or_else(|| panic!("no mapping of the executable: {r:#}"));
+        assert!(exe["attributes"]["process.executable.build_id.gnu"].is_string(), "{exe:#}");
+        assert_eq!(exe["htlhash_checked"], true, "htlhash sent and recomputed: {exe:#}");
         assert_eq!(r["gzip"], true);
         assert_eq!(r["headers"]["content-type"], "application/x-protobuf");
         assert_eq!(

@@ -83,6 +83,7 @@ fn profile(n: usize) -> Profile {
             has_functions: true,
             has_filenames: false,
             has_line_numbers: false,
+            htlhash: String::new(),
         }],
         comments: Vec::new(),
     }

@@ -22,6 +22,8 @@ use crate::trace::{SPAN_ID_LABEL, TRACE_ID_LABEL};
 pub(super) const SCOPE_NAME: &str = "lowprof";
 /// The mapping attribute carrying the GNU build id, lower-case hex.
 pub(super) const BUILD_ID_GNU: &str = "process.executable.build_id.gnu";
+/// The mapping attribute carrying the htlhash build id, lower-case hex.
+pub(super) const BUILD_ID_HTLHASH: &str = "process.executable.build_id.htlhash";
 /// The profile attribute carrying the model's comments, one per line.
 pub(super) const COMMENT: &str = "lowprof.comment";
 
@@ -347,6 +349,11 @@ impl Dictionary {
         if !mapping.build_id.is_empty() {
             attribute_indices
                 .push(self.string_attribute(BUILD_ID_GNU, mapping.build_id.to_ascii_lowercase()));
+        }
+        if !mapping.htlhash.is_empty() {
+            attribute_indices.push(
+                self.string_attribute(BUILD_ID_HTLHASH, mapping.htlhash.to_ascii_lowercase()),
+            );
         }
         let filename_strindex = self.strings.intern(&mapping.filename);
         self.mappings.insert(proto::Mapping {

@@ -61,9 +61,9 @@
 //!   true of every frame and so tells a reader nothing (Pyroscope only looks
 //!   for `kernel`). Leaving it out also keeps locations free of attributes.
 //! - **Mappings carry `process.executable.build_id.gnu`** when the model has a
-//!   build id. The `htlhash` build id, which the conventions recommend on
-//!   every mapping, is not sent: it needs a SHA-256 over the file, which the
-//!   crate does not compute yet ([`crate::maps::ObjectMapping::htlhash`]).
+//!   GNU build id, and **`process.executable.build_id.htlhash`** (the
+//!   conventions recommend it on every mapping; [`crate::maps::htlhash`])
+//!   whenever the file could be read, stripped or not.
 //! - **Trace links**: samples labelled `trace_id` and `span_id` (see
 //!   [`crate::trace`]) get a `link_index` into `link_table` instead of those
 //!   two attributes; other samples have `link_index` 0.

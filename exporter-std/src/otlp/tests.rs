@@ -422,7 +422,9 @@ fn trace_labels_become_links() {
 
 #[test]
 fn locations_and_mappings_keep_addresses_lines_and_build_ids() {
-    let heap = fixture::heap();
+    let mut heap = fixture::heap();
+    // pprof has no field for it, so the shared fixture leaves it empty.
+    heap.mappings[0].htlhash = "6B08E12EBAACBE995643C9CFBF4720BC".to_owned();
     let request = request(&[&heap]);
     let d = dictionary(&request);
     let app = &d.mapping_table[1];
@@ -431,7 +433,10 @@ fn locations_and_mappings_keep_addresses_lines_and_build_ids() {
     let build_ids: Vec<String> = app.attribute_indices.iter().map(|&i| attribute(d, i)).collect();
     assert_eq!(
         build_ids,
-        ["process.executable.build_id.gnu=0123456789abcdef0123456789abcdef01234567"]
+        [
+            "process.executable.build_id.gnu=0123456789abcdef0123456789abcdef01234567",
+            "process.executable.build_id.htlhash=6b08e12ebaacbe995643c9cfbf4720bc"
+        ]
     );
     let libc = &d.mapping_table[2];
     assert_eq!(libc.file_offset, 0x2_8000);

@@ -98,6 +98,7 @@ impl<'a> Strings<'a> {
             has_functions: m.has_functions,
             has_filenames: m.has_filenames,
             has_line_numbers: m.has_line_numbers,
+            htlhash: String::new(),
         })
     }
 }

@@ -55,6 +55,7 @@ pub(crate) fn heap() -> Profile {
                 has_functions: true,
                 has_filenames: true,
                 has_line_numbers: true,
+                htlhash: String::new(),
             },
             Mapping {
                 start: 0x7f00_0000_0000,
@@ -65,6 +66,7 @@ pub(crate) fn heap() -> Profile {
                 has_functions: false,
                 has_filenames: false,
                 has_line_numbers: false,
+                htlhash: String::new(),
             },
         ],
         comments: vec!["lowprof test fixture".to_owned()],
