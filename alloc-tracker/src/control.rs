@@ -70,8 +70,10 @@ pub fn validate_interval(bytes: u64) -> Result<u64, ControlError> {
 }
 
 /// Starts sampling, at `interval` bytes if given (else the interval the
-/// allocator was declared with). Reserves the sampled-block region on first
-/// use (std). Idempotent.
+/// allocator was declared with). The calling thread samples at that
+/// interval at once; other threads that already allocated switch at their
+/// next sample (their current gap was drawn at the old mean). Reserves the
+/// sampled-block region on first use (std). Idempotent.
 pub fn start(interval: Option<u64>) -> Result<(), ControlError> {
     // `None` means the allocator's own interval, also after an earlier
     // session set another one.
@@ -81,6 +83,7 @@ pub fn start(interval: Option<u64>) -> Result<(), ControlError> {
     };
     MEAN_OVERRIDE.store(bytes, Ordering::Relaxed);
     ensure_region()?;
+    thread::redraw_gap(self::interval());
     ENABLED.store(true, Ordering::Release);
     Ok(())
 }
@@ -90,11 +93,14 @@ pub fn stop() {
     ENABLED.store(false, Ordering::Release);
 }
 
-/// Changes the mean interval at run time. Each thread switches at its next
-/// sample; every sample keeps the weight of the interval it was drawn at, so
-/// estimates stay unbiased across the change.
+/// Changes the mean interval at run time. The calling thread switches at
+/// once, every other thread at its next sample; every sample keeps the
+/// weight of the interval it was drawn at, so estimates stay unbiased
+/// across the change.
 pub fn set_interval(bytes: u64) -> Result<(), ControlError> {
-    MEAN_OVERRIDE.store(validate_interval(bytes)?, Ordering::Relaxed);
+    let bytes = validate_interval(bytes)?;
+    MEAN_OVERRIDE.store(bytes, Ordering::Relaxed);
+    thread::redraw_gap(bytes);
     Ok(())
 }
 

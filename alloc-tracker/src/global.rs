@@ -87,6 +87,20 @@ pub(crate) fn leave() {
     IN_SLOW.store(false, Ordering::Release);
 }
 
+/// Replaces the global gap with a fresh one of mean `mean` (see
+/// `tls::redraw_gap`); nothing before the first allocation or inside the
+/// slow path.
+pub(crate) fn redraw_gap(mean: u64) {
+    if GAP_MEAN.load(Ordering::Relaxed) == 0 || IN_SLOW.swap(true, Ordering::Acquire) {
+        return;
+    }
+    let mut rng = Rng::from_state(RNG.load(Ordering::Relaxed));
+    COUNTERS.reset_countdown(poisson::next_gap(&mut rng, mean) as i64);
+    GAP_MEAN.store(mean, Ordering::Relaxed);
+    RNG.store(rng.state(), Ordering::Relaxed);
+    IN_SLOW.store(false, Ordering::Release);
+}
+
 /// No thread ids without an OS.
 pub(crate) fn tid() -> u64 {
     0

@@ -171,6 +171,27 @@ pub(crate) fn leave() {
     let _ = STATE.try_with(|s| s.in_slow.set(false));
 }
 
+/// Replaces the calling thread's current gap with a fresh one of mean
+/// `mean`, so that the thread that starts sampling or changes the interval
+/// samples at the new mean at once, instead of after finishing a gap drawn
+/// at the old one (possibly megabytes). Unbiased: the exponential gap is
+/// memoryless, so what is left of it may be redrawn at any moment; the next
+/// sample carries the new mean's weight. Bytes allocated stay exact
+/// (`reset_countdown`). Other threads switch at their next sample. Does
+/// nothing for a thread that has not allocated yet (its first allocation
+/// draws at the current mean) or inside the slow path.
+pub(crate) fn redraw_gap(mean: u64) {
+    let _ = STATE.try_with(|s| {
+        if s.gap_mean.get() == 0 || s.in_slow.get() {
+            return;
+        }
+        let mut rng = rng(s);
+        s.counters.reset_countdown(poisson::next_gap(&mut rng, mean) as i64);
+        s.gap_mean.set(mean);
+        s.rng.set(rng.state());
+    });
+}
+
 /// This thread's OS id (0 if unknown).
 pub(crate) fn tid() -> u64 {
     STATE.try_with(|s| s.tid.get()).unwrap_or(0)

@@ -221,3 +221,25 @@ fn heap_profile_without_the_allocator_says_what_to_declare() {
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("#[global_allocator]") && stdout.contains("SampledAlloc"), "{stdout}");
 }
+
+/// The thread that starts the profiler samples at the configured interval
+/// at once, not after finishing a gap drawn at the default 512 KiB (see
+/// `tests/src/bin/interval_switch.rs`). Five runs, each within 4σ of a
+/// 4 KiB sampler: with the old gap kept, the 512 KB site was mostly
+/// unsampled or carried one sample of weight ~525, far outside that.
+#[test]
+fn the_starting_thread_samples_at_the_new_interval_at_once() {
+    let Some(go) = require_go() else { return };
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let stdout = run(env!("CARGO_BIN_EXE_interval_switch"), dir.path());
+        let (n, size) = (stat(&stdout, "known_blocks"), stat(&stdout, "known_size"));
+        let p = raw(&go, &dir.path().join("heap.pb.gz"));
+        assert_within_4_sigma(
+            "known_site alloc_space",
+            site_total(&p, "alloc_space", "interval_switch::known_site::{{closure}}", size),
+            (n * size) as f64,
+            sigma_bytes(n, size, 4096),
+        );
+    }
+}

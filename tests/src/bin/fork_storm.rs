@@ -89,10 +89,8 @@ fn main() {
     let dir = std::path::PathBuf::from(std::env::args_os().nth(1).expect("dir"));
     let forks: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(50);
     let profiler = lowprof::Profiler::builder().heap_interval(4096).cpu_hz(1000).start().unwrap();
-    // On a thread of its own: a thread that existed before `start` keeps
-    // the gap it drew at the old interval until its next sample, which
-    // would make this site's estimate far noisier than 4 KiB sampling.
-    let known = std::thread::spawn(known_site).join().unwrap();
+    // On the thread that started the profiler: it samples at 4 KiB at once.
+    let known = known_site();
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..4)
         .map(|w| {
