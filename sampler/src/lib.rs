@@ -447,6 +447,59 @@ pub fn timer_cookie() -> usize {
     period::current_cookie()
 }
 
+/// Queues signal `sig` to thread `tid` of process `pid` (this process) with a
+/// POSIX timer's `siginfo` (`si_code = SI_TIMER`, `si_overrun = overrun`,
+/// `si_value = value`), through `rt_tgsigqueueinfo`. With `SIGPROF` and
+/// [`timer_cookie`] as the value, lowprof's handler takes it for one of its
+/// timers' signals: for tests and benchmarks that need samples on demand.
+/// Sent to the calling thread, the handler has run when this returns.
+///
+/// # Errors
+///
+/// The system call's error (`EINVAL`, `ESRCH`, `EPERM`).
+#[cfg(target_os = "linux")]
+#[doc(hidden)]
+#[inline]
+pub fn queue_timer_signal(
+    pid: i32,
+    tid: i32,
+    sig: i32,
+    value: usize,
+    overrun: i32,
+) -> std::io::Result<()> {
+    /// `siginfo_t` as the kernel's `_timer` member lays it out (64-bit
+    /// Linux): the three common ints, padding, `si_tid`, `si_overrun`,
+    /// `si_sigval`; 128 bytes in all.
+    #[repr(C, align(8))]
+    struct TimerSiginfo {
+        signo: i32,
+        errno: i32,
+        code: i32,
+        pad: i32,
+        timerid: i32,
+        overrun: i32,
+        value: usize,
+        rest: [u64; 12],
+    }
+    const _: () = assert!(core::mem::size_of::<TimerSiginfo>() == 128);
+    let info = TimerSiginfo {
+        signo: sig,
+        errno: 0,
+        code: libc::SI_TIMER,
+        pad: 0,
+        timerid: 0,
+        overrun,
+        value,
+        rest: [0; 12],
+    };
+    // SAFETY: rt_tgsigqueueinfo reads 128 bytes of `info`, a live local of
+    // that size; the kernel accepts any si_code for a thread of this process.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, sig, &info as *const TimerSiginfo)
+    };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
 /// The timer period in nanoseconds that new samples are taken at (0 before
 /// the first [`start`]).
 pub fn current_period_nanos() -> u64 {

@@ -42,48 +42,18 @@ extern "C" fn empty_handler(
     EMPTY_CALLS.fetch_add(1, Ordering::Relaxed);
 }
 
-#[repr(C, align(8))]
-struct TimerSiginfo {
-    signo: i32,
-    errno: i32,
-    code: i32,
-    pad: i32,
-    timerid: i32,
-    overrun: i32,
-    value: usize,
-    rest: [u64; 12],
-}
-
 /// Sends `n` forged timer signals carrying `cookie` to the calling thread;
 /// returns the time per signal in nanoseconds.
 fn send_to_self(n: usize, cookie: usize) -> f64 {
-    let info = TimerSiginfo {
-        signo: libc::SIGPROF,
-        errno: 0,
-        code: libc::SI_TIMER,
-        pad: 0,
-        timerid: 0,
-        // Marks the forged samples (weight 1 + 41) apart from the 1 Hz timer's.
-        overrun: FORGED_OVERRUN,
-        value: cookie,
-        rest: [0; 12],
-    };
     // SAFETY: getpid/gettid cannot fail.
-    let (pid, tid) = unsafe { (libc::getpid(), libc::syscall(libc::SYS_gettid)) };
+    let (pid, tid) = unsafe { (libc::getpid(), libc::syscall(libc::SYS_gettid) as i32) };
     let t = Instant::now();
     for _ in 0..n {
-        // SAFETY: rt_tgsigqueueinfo reads 128 bytes of `info`; the target is
-        // this thread, so the handler has run when the call returns.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_rt_tgsigqueueinfo,
-                pid,
-                tid,
-                libc::SIGPROF,
-                &info as *const TimerSiginfo,
-            )
-        };
-        assert_eq!(rc, 0);
+        // Sent to this thread: the handler has run when the call returns.
+        // FORGED_OVERRUN marks the forged samples (weight 1 + 41) apart
+        // from the 1 Hz timer's.
+        lowprof_sampler::queue_timer_signal(pid, tid, libc::SIGPROF, cookie, FORGED_OVERRUN)
+            .unwrap();
     }
     t.elapsed().as_nanos() as f64 / n as f64
 }

@@ -12,24 +12,6 @@ use std::time::{Duration, Instant};
 
 use super::{CHUNK, DeepThread, gettid, median};
 
-/// A `siginfo_t` as `rt_tgsigqueueinfo` reads it (128 bytes), laid out as the
-/// kernel's `_timer` member: `{ si_tid, si_overrun, si_sigval }` after the
-/// three common ints and padding (64-bit Linux).
-#[repr(C, align(8))]
-#[derive(Clone, Copy)]
-struct RawSiginfo {
-    signo: i32,
-    errno: i32,
-    code: i32,
-    pad: i32,
-    timerid: i32,
-    overrun: i32,
-    value: usize,
-    rest: [u64; 12],
-}
-
-const _: () = assert!(std::mem::size_of::<RawSiginfo>() == 128);
-
 /// How a signal is sent to the calling thread. Either way the kernel
 /// delivers it on the way back from the system call, so the handler has run
 /// when [`Signal::send`] returns.
@@ -63,32 +45,10 @@ impl Signal {
         let (pid, tid) = unsafe { (libc::getpid(), libc::syscall(libc::SYS_gettid)) };
         match self {
             Signal::ForgedTimer { sig, value } => {
-                let info = RawSiginfo {
-                    signo: sig,
-                    errno: 0,
-                    code: libc::SI_TIMER,
-                    pad: 0,
-                    timerid: 0,
-                    overrun: 0,
-                    value,
-                    rest: [0; 12],
-                };
                 let t = Instant::now();
                 for _ in 0..n {
-                    // SAFETY: rt_tgsigqueueinfo(pid, tid, sig, siginfo_t *)
-                    // reads 128 bytes of `info`, a live local of that size.
-                    // The target is this thread of this process, for which
-                    // the kernel accepts any si_code.
-                    let rc = unsafe {
-                        libc::syscall(
-                            libc::SYS_rt_tgsigqueueinfo,
-                            pid,
-                            tid,
-                            sig,
-                            &info as *const RawSiginfo,
-                        )
-                    };
-                    assert_eq!(rc, 0, "rt_tgsigqueueinfo: {}", std::io::Error::last_os_error());
+                    lowprof_sampler::queue_timer_signal(pid, tid as i32, sig, value, 0)
+                        .expect("rt_tgsigqueueinfo");
                 }
                 t.elapsed()
             }

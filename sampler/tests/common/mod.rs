@@ -109,40 +109,13 @@ pub fn process_cpu_nanos() -> u64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-/// The kernel's siginfo layout for a timer signal (128 bytes).
-#[repr(C, align(8))]
-struct TimerSiginfo {
-    signo: i32,
-    errno: i32,
-    code: i32,
-    pad: i32,
-    timerid: i32,
-    overrun: i32,
-    value: usize,
-    rest: [u64; 12],
-}
-
-/// Sends a SIGPROF that looks like one of lowprof's timer signals.
+/// Sends a SIGPROF that looks like one of lowprof's timer signals; 0 or -1
+/// like the system call.
 pub fn forge_timer_signal(pid: i32, tid: i32) -> i64 {
-    let info = TimerSiginfo {
-        signo: libc::SIGPROF,
-        errno: 0,
-        code: libc::SI_TIMER,
-        pad: 0,
-        timerid: 0,
-        overrun: 0,
-        value: lowprof_sampler::timer_cookie(),
-        rest: [0; 12],
-    };
-    // SAFETY: rt_tgsigqueueinfo reads 128 bytes of `info`.
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_tgsigqueueinfo,
-            pid,
-            tid,
-            libc::SIGPROF,
-            &info as *const TimerSiginfo,
-        )
+    let cookie = lowprof_sampler::timer_cookie();
+    match lowprof_sampler::queue_timer_signal(pid, tid, libc::SIGPROF, cookie, 0) {
+        Ok(()) => 0,
+        Err(_) => -1,
     }
 }
 

@@ -23,46 +23,14 @@ use lowprof_tests::cpu::burn_cpu;
 #[global_allocator]
 static ALLOC: SampledAlloc<std::alloc::System> = SampledAlloc::new(std::alloc::System);
 
-/// A `siginfo_t` as the kernel's `_timer` member lays it out (64-bit Linux).
-#[repr(C, align(8))]
-struct RawSiginfo {
-    signo: i32,
-    errno: i32,
-    code: i32,
-    pad: i32,
-    timerid: i32,
-    overrun: i32,
-    value: usize,
-    rest: [u64; 12],
-}
-
 #[inline(never)]
 fn signal_storm(n: u64) {
     // SAFETY: getpid/gettid cannot fail.
-    let (pid, tid) = unsafe { (libc::getpid(), libc::syscall(libc::SYS_gettid)) };
-    let info = RawSiginfo {
-        signo: libc::SIGPROF,
-        errno: 0,
-        code: libc::SI_TIMER,
-        pad: 0,
-        timerid: 0,
-        overrun: 0,
-        value: lowprof_sampler::timer_cookie(),
-        rest: [0; 12],
-    };
+    let (pid, tid) = unsafe { (libc::getpid(), libc::syscall(libc::SYS_gettid) as i32) };
+    let cookie = lowprof_sampler::timer_cookie();
     for _ in 0..n {
-        // SAFETY: rt_tgsigqueueinfo reads 128 bytes of `info` (a live local
-        // of that size) and queues SIGPROF to this thread of this process.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_rt_tgsigqueueinfo,
-                pid,
-                tid,
-                libc::SIGPROF,
-                &info as *const RawSiginfo,
-            )
-        };
-        assert_eq!(rc, 0, "rt_tgsigqueueinfo failed");
+        lowprof_sampler::queue_timer_signal(pid, tid, libc::SIGPROF, cookie, 0)
+            .expect("rt_tgsigqueueinfo failed");
     }
 }
 
