@@ -8,3 +8,18 @@ pub mod cpu;
 pub mod pprof_tool;
 pub mod sites;
 pub mod stats;
+
+/// The value of a `key=value` line in a test binary's output, parsed as `T`
+/// (`u64`, `f64`, ...); panics naming the key if it is missing or bad.
+pub fn stat_as<T: std::str::FromStr>(stdout: &str, key: &str) -> T {
+    let value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("no {key}= line in:\n{stdout}"));
+    value.trim().parse().unwrap_or_else(|_| panic!("{key}={value} is not a number"))
+}
+
+/// [`stat_as`] for counters.
+pub fn stat(stdout: &str, key: &str) -> u64 {
+    stat_as(stdout, key)
+}

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use lowprof_tests::pprof_tool::{raw, require_go};
+use lowprof_tests::stat_as;
 use lowprof_tests::stats::{assert_within_4_sigma, sigma_bytes};
 
 const BIN: &str = env!("CARGO_BIN_EXE_budget_storm");
@@ -23,26 +24,22 @@ fn run(dir: &Path, mode: &str) -> String {
     stdout
 }
 
-fn stat(stdout: &str, key: &str) -> f64 {
-    stdout.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap().parse().unwrap()
-}
-
 #[test]
 fn heap_storm_at_ten_times_the_budget_stays_near_it_and_unbiased() {
     let Some(go) = require_go() else { return };
     let dir = tempfile::tempdir().unwrap();
     let stdout = run(dir.path(), "heap");
-    assert_eq!(stat(&stdout, "dropped"), 0.0);
+    assert_eq!(stat_as::<f64>(&stdout, "dropped"), 0.0);
     // Quiet: the configured interval. Storm: it grew; quiet again: back.
-    assert_eq!(stat(&stdout, "interval_before"), 65536.0);
-    let storm_interval = stat(&stdout, "interval_storm");
+    assert_eq!(stat_as::<f64>(&stdout, "interval_before"), 65536.0);
+    let storm_interval = stat_as::<f64>(&stdout, "interval_storm");
     assert!(storm_interval >= 4.0 * 65536.0, "the interval grew: {storm_interval}");
-    assert_eq!(stat(&stdout, "interval_after"), 65536.0, "and came back");
-    let rate = stat(&stdout, "storm_rate");
+    assert_eq!(stat_as::<f64>(&stdout, "interval_after"), 65536.0, "and came back");
+    let rate = stat_as::<f64>(&stdout, "storm_rate");
     assert!((rate / 100.0 - 1.0).abs() <= 0.20, "{rate} heap samples/s, budget 100 ± 20 %");
     // The storm site's bytes, sampled at 64 KiB and then at ~10× that.
     let p = raw(&go, &dir.path().join("heap.pb.gz"));
-    let truth = stat(&stdout, "storm_bytes");
+    let truth = stat_as::<f64>(&stdout, "storm_bytes");
     let estimate = p.total_for("alloc_space", "budget_storm::storm_site") as f64;
     // The largest interval used gives the widest (safe) bound.
     let sigma = sigma_bytes((truth / 4096.0) as u64, 4096, storm_interval as u64);
@@ -54,16 +51,16 @@ fn cpu_budget_lowers_the_rate_and_keeps_cpu_time_whole() {
     let Some(go) = require_go() else { return };
     let dir = tempfile::tempdir().unwrap();
     let stdout = run(dir.path(), "cpu");
-    assert_eq!(stat(&stdout, "dropped"), 0.0);
-    let rate = stat(&stdout, "cpu_rate");
+    assert_eq!(stat_as::<f64>(&stdout, "dropped"), 0.0);
+    let rate = stat_as::<f64>(&stdout, "cpu_rate");
     assert!((rate / 30.0 - 1.0).abs() <= 0.20, "{rate} CPU samples/s, budget 30 ± 20 %");
-    let hz = stat(&stdout, "cpu_hz");
+    let hz = stat_as::<f64>(&stdout, "cpu_hz");
     assert!(hz <= 80.0, "the rate dropped from 99 Hz: {hz}");
     // Samples at 99 Hz and at the lowered rate, each weighted with its own
     // period, add up to the CPU the process used.
     let p = raw(&go, &dir.path().join("cpu.pb.gz"));
     let sampled = p.total("cpu") as f64;
-    let used = stat(&stdout, "process_cpu_ns");
+    let used = stat_as::<f64>(&stdout, "process_cpu_ns");
     let coverage = sampled / used;
     eprintln!("sampled {:.2} s of {:.2} s = {:.1}%", sampled / 1e9, used / 1e9, 100.0 * coverage);
     assert!(

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use lowprof_tests::pprof_tool::{RawProfile, raw, require_go};
+use lowprof_tests::stat;
 
 fn run(bin: &str, args: &[&str]) -> String {
     let out = Command::new(bin).args(args).output().expect("run test binary");
@@ -19,10 +20,6 @@ fn run(bin: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
-}
-
-fn stat(stdout: &str, key: &str) -> u64 {
-    stdout.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap().parse().unwrap()
 }
 
 fn profile(go: &Path, bin: &str, extra: &[&str]) -> (RawProfile, String) {

@@ -11,11 +11,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lowprof_tests::pprof_tool::{raw, require_go};
+use lowprof_tests::stat;
 use lowprof_tests::stats::{assert_within_4_sigma, sigma_bytes};
-
-fn stat(stdout: &str, key: &str) -> u64 {
-    stdout.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap().parse().unwrap()
-}
 
 #[test]
 fn forked_children_run_and_exit_and_the_parent_keeps_profiling() {

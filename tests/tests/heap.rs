@@ -9,6 +9,7 @@ use std::process::Command;
 
 use lowprof_tests::pprof_tool::{RawProfile, raw, require_go};
 use lowprof_tests::sites::SITES;
+use lowprof_tests::stat;
 use lowprof_tests::stats::{assert_within_4_sigma, sigma_bytes, sigma_objects};
 
 const MEAN: u64 = 524_288;
@@ -132,15 +133,6 @@ fn known_sites_with_jemalloc() {
 #[test]
 fn known_sites_with_mimalloc() {
     check_sites(env!("CARGO_BIN_EXE_heap_sites_mimalloc"));
-}
-
-fn stat(stdout: &str, key: &str) -> u64 {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{key} in {stdout}"))
-        .parse()
-        .unwrap()
 }
 
 #[test]

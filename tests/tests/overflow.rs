@@ -7,11 +7,8 @@
 use std::process::Command;
 
 use lowprof_tests::pprof_tool::{raw, require_go};
+use lowprof_tests::stat;
 use lowprof_tests::stats::{assert_within_4_sigma, sigma_bytes};
-
-fn stat(stdout: &str, key: &str) -> u64 {
-    stdout.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap().parse().unwrap()
-}
 
 #[test]
 fn storms_overflow_count_every_drop_and_profiling_continues() {

@@ -95,11 +95,4 @@ pub fn run(bin: &str, args: &[&str]) -> String {
 }
 
 /// A `key=value` line of a test binary's output.
-pub fn stat(stdout: &str, key: &str) -> u64 {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{key} in {stdout}"))
-        .parse()
-        .unwrap()
-}
+pub use lowprof_tests::stat;
