@@ -1126,20 +1126,7 @@ mod tests {
     /// `Ok` or a config error that names the variable, short, never a panic.
     #[test]
     fn hostile_values_never_panic() {
-        const VARS: [&str; 12] = [
-            ENV_ENDPOINT,
-            ENV_PROFILES_ENDPOINT,
-            ENV_HEADERS,
-            ENV_PROFILES_HEADERS,
-            ENV_TIMEOUT,
-            ENV_PROFILES_TIMEOUT,
-            ENV_COMPRESSION,
-            ENV_PROFILES_COMPRESSION,
-            ENV_PROTOCOL,
-            ENV_PROFILES_PROTOCOL,
-            ENV_SERVICE_NAME,
-            ENV_RESOURCE_ATTRIBUTES,
-        ];
+        use super::hostile::VARS;
         let big_a = "a".repeat(10 * 1024);
         let big_pairs = "k=v,".repeat(2600);
         let big_unicode = "é🦀\u{202e}".repeat(1200);

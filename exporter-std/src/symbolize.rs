@@ -287,14 +287,7 @@ impl Symbolizer {
         let raw = raw.unwrap_or_default();
 
         for (i, (&addr, &mapping)) in query.iter().zip(&query_maps).enumerate() {
-            let raw_name = match raw.get(i) {
-                Some(Symbolized::Sym(sym)) => Some(&*sym.name),
-                _ => None,
-            };
-            let frames = match full.get(i) {
-                Some(Symbolized::Sym(sym)) => frames_of(sym, raw_name),
-                _ => Vec::new(),
-            };
+            let frames = frames_at(&full, &raw, i);
             self.cache.insert(addr, Resolved { mapping: Some(mapping), frames });
         }
     }
@@ -391,14 +384,7 @@ impl Symbolizer {
                 raw = self.raw.symbolize(&source(false), input).unwrap_or_default();
             }
             for (i, &addr) in addrs.iter().enumerate() {
-                let raw_name = match raw.get(i) {
-                    Some(Symbolized::Sym(sym)) => Some(&*sym.name),
-                    _ => None,
-                };
-                let frames = match full.get(i) {
-                    Some(Symbolized::Sym(sym)) => frames_of(sym, raw_name),
-                    _ => Vec::new(),
-                };
+                let frames = frames_at(&full, &raw, i);
                 self.cache.insert(addr, Resolved { mapping: Some(index), frames });
             }
             let reloaded = self.current_mappings().iter().any(|m| m.path == object.path);
@@ -445,6 +431,19 @@ fn process_source(debug_syms: bool) -> Source<'static> {
 /// blazesym lists inlined functions outermost first and gives each one (and
 /// the physical function) the source location inside that function: the
 /// address itself for the innermost, the call to the next one for the rest.
+/// The frames of query `i`: `full` (with inlined frames) named as `raw`
+/// (the symbol table's names) has them; none if it was not resolved.
+fn frames_at(full: &[Symbolized<'_>], raw: &[Symbolized<'_>], i: usize) -> Vec<SymFrame> {
+    let raw_name = match raw.get(i) {
+        Some(Symbolized::Sym(sym)) => Some(&*sym.name),
+        _ => None,
+    };
+    match full.get(i) {
+        Some(Symbolized::Sym(sym)) => frames_of(sym, raw_name),
+        _ => Vec::new(),
+    }
+}
+
 fn frames_of(sym: &Sym<'_>, raw_name: Option<&str>) -> Vec<SymFrame> {
     let mut frames = Vec::with_capacity(sym.inlined.len() + 1);
     for inlined in sym.inlined.iter().rev() {

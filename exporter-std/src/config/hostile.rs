@@ -29,7 +29,7 @@ use crate::pprof::fixture;
 use lowprof_sampler::TimerMode;
 
 /// Every variable `resolve` reads.
-const VARS: [&str; 12] = [
+pub(super) const VARS: [&str; 12] = [
     ENV_ENDPOINT,
     ENV_PROFILES_ENDPOINT,
     ENV_HEADERS,
