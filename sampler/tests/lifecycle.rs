@@ -45,6 +45,22 @@ fn raise_both_ways() {
     }
 }
 
+/// The stats once `n` more foreign signals than in `before` have been
+/// counted. `kill(getpid())` is process-directed: the kernel may hand it to
+/// another thread (the harness's main thread), whose handler runs whenever
+/// that thread is next scheduled, so the count can lag the `kill` call. Waits
+/// at most 10 s; the caller asserts the exact count.
+fn stats_after_foreign(before: &lowprof_sampler::Stats, n: u64) -> lowprof_sampler::Stats {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = lowprof_sampler::stats();
+        if now.foreign - before.foreign >= n || Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn lifecycle() {
     assert_eq!(current_sigprof_action(), libc::SIG_DFL, "this process starts without a handler");
@@ -70,7 +86,7 @@ fn lifecycle() {
     // A stray SIGPROF while running is foreign: counted, not sampled, harmless.
     let before = lowprof_sampler::stats();
     raise_both_ways();
-    let after = lowprof_sampler::stats();
+    let after = stats_after_foreign(&before, 2);
     assert_eq!(after.foreign - before.foreign, 2);
     lowprof_sampler::stop();
     assert!(!lowprof_sampler::is_running());
@@ -101,7 +117,7 @@ fn lifecycle() {
         raise_both_ways();
     }
     spin_for(Duration::from_millis(100));
-    let after = lowprof_sampler::stats();
+    let after = stats_after_foreign(&before, 20);
     assert_eq!(after.foreign - before.foreign, 20);
     assert_eq!(after.samples, before.samples, "nothing sampled after stop");
     assert!(common::drain_now().is_empty());
