@@ -27,7 +27,8 @@ use lowprof_tests::pprof_tool::{RawProfile, RawSample, parse_raw, pprof, require
 use lowprof_tests::stats::{assert_within_4_sigma, sigma_bytes};
 
 const BIN: &str = env!("CARGO_BIN_EXE_symbol_faults");
-const MEAN: u64 = 524_288;
+/// The binary's heap interval (its `HEAP_INTERVAL`).
+const MEAN: u64 = 64 << 10;
 /// How long one run of the test binary may take before it counts as hung.
 const RUN_DEADLINE: Duration = Duration::from_secs(30);
 /// The C fixture's functions.

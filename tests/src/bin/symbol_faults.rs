@@ -42,6 +42,16 @@ static KEPT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 type BurnFn = unsafe extern "C" fn(u64) -> u64;
 type CallFn = unsafe extern "C" fn(extern "C" fn(usize) -> *mut c_void, usize) -> *mut c_void;
 
+/// The heap interval: 2 MiB blocks are 32 intervals long, so every one is
+/// sampled (probability 1 - e^-32) and the test's 4σ check on their total is
+/// a check that no sample was lost, not a 0.3 % coin toss (at the default
+/// 512 KiB, three misses out of 16 blocks already fail it).
+const HEAP_INTERVAL: u64 = 64 << 10;
+
+fn start_profiler() -> lowprof::Profiler {
+    lowprof::Profiler::builder().cpu_hz(999).heap_interval(HEAP_INTERVAL).start().unwrap()
+}
+
 #[inline(never)]
 fn fault_burn_rust(ns: u64) -> u64 {
     let mut x = 7u64;
@@ -89,7 +99,7 @@ fn write(profiler: &lowprof::Profiler, dir: &Path, suffix: &str) {
 }
 
 fn burn(dir: &Path) {
-    let profiler = lowprof::Profiler::builder().cpu_hz(999).start().unwrap();
+    let profiler = start_profiler();
     println!("exe_build_id={}", build_id_of(&std::env::current_exe().unwrap()));
     for _ in 0..16 {
         KEPT.lock().unwrap().push(black_box(vec![2u8; 2 << 20]));
@@ -99,7 +109,7 @@ fn burn(dir: &Path) {
 }
 
 fn dlopen(dir: &Path, lib: &Path, mode: &str) {
-    let profiler = lowprof::Profiler::builder().cpu_hz(999).start().unwrap();
+    let profiler = start_profiler();
     let name = CString::new(lib.to_str().unwrap()).unwrap();
     // SAFETY: `name` is a NUL-terminated path; the library's code is the
     // fixture fault_lib.c, which has no constructors.
