@@ -273,7 +273,7 @@ mod tests {
         let thread = std::thread::spawn(move || {
             let _ = tx.send((reader.export_stats(), reader.file_stats()));
         });
-        let answered = rx.recv_timeout(Duration::from_secs(2));
+        let answered = rx.recv_timeout(Duration::from_secs(30));
         drop(round);
         thread.join().unwrap();
         let (export, files) = answered.expect("stats() blocked behind the export round");

@@ -134,7 +134,16 @@ mod tests {
         assert_eq!(name(tid).as_deref(), Some("lp-name-test"));
         done_tx.send(()).unwrap();
         t.join().unwrap();
-        let after = scan().unwrap();
+        // pthread_join returns when the kernel clears the tid, which is
+        // before the exiting task leaves /proc/self/task: poll for it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let after = loop {
+            let tids = scan().unwrap();
+            if !tids.contains(&tid) || std::time::Instant::now() > deadline {
+                break tids;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
         assert!(!after.contains(&tid));
         observe(&after, &[tid]);
         assert_eq!(name(tid).as_deref(), Some("lp-name-test"), "kept after exit");

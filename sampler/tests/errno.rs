@@ -83,7 +83,7 @@ fn errno_survives_signal_storms() {
     // The worker's stack is published (and its timer armed) by maintain().
     let waited = Instant::now();
     while lowprof_sampler::stats().threads_timed <= timed_before {
-        assert!(waited.elapsed() < Duration::from_secs(5), "the worker was never timed");
+        assert!(waited.elapsed() < Duration::from_secs(30), "the worker was never timed");
         std::thread::sleep(Duration::from_millis(1));
     }
     // SAFETY: getpid cannot fail.

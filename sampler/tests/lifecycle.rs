@@ -149,8 +149,11 @@ fn lifecycle() {
     // to a thread that does not block it, this one.
     let expected = cpu * 250 / 1_000_000_000;
     let most = process * 250 / 1_000_000_000 + 3;
+    // The floor is loose: ITIMER_PROF sends one signal per tick that finds
+    // an expiry (weight 1, overruns lost), so on a loaded machine, where the
+    // thread runs in slices shorter than a tick, signals are lost for good.
     assert!(
-        mine * 10 >= expected * 7 && mine <= most,
+        mine * 2 >= expected && mine <= most,
         "{mine} samples, expected ~{expected} (at most {most})"
     );
 

@@ -143,23 +143,18 @@ fn split_75_25_and_full_cpu_coverage() {
             r.overrun_samples,
             100.0 * r.coverage
         );
-        assert!((r.truth_a - 0.75).abs() < 0.02, "the workload itself is 75/25: {:.3}", r.truth_a);
-        if hz == 99 {
-            assert!(
-                (r.sampled_a - r.truth_a).abs() <= 0.03,
-                "sampled share of a {:.3} vs true {:.3}",
-                r.sampled_a,
-                r.truth_a
-            );
-            assert!((r.sampled_a - 0.75).abs() <= 0.03, "75±3: {:.3}", r.sampled_a);
-        } else {
-            assert!(
-                (r.sampled_a - r.truth_a).abs() <= 0.03,
-                "{:.3} vs {:.3}",
-                r.sampled_a,
-                r.truth_a
-            );
-        }
+        // The phases are fixed iteration counts calibrated once, so the
+        // true split drifts a little when a neighbour slows one phase more
+        // than the other (a busy SMT sibling, steal time): the workload is
+        // checked to be near 75/25, and the profile against what it really
+        // was, to ±3 points.
+        assert!((r.truth_a - 0.75).abs() < 0.05, "the workload itself is 75/25: {:.3}", r.truth_a);
+        assert!(
+            (r.sampled_a - r.truth_a).abs() <= 0.03,
+            "{hz} Hz: sampled share of a {:.3} vs true {:.3}",
+            r.sampled_a,
+            r.truth_a
+        );
         assert!(
             r.coverage >= 0.95,
             "{hz} Hz: sampled CPU is {:.1}% of the real CPU time",

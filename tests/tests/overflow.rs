@@ -46,5 +46,7 @@ fn storms_overflow_count_every_drop_and_profiling_continues() {
     // ... and CPU time is sampled again (0.5 s burnt).
     let after = cpu.total_for("cpu", "overflow::after_cpu") as f64 / 1e9;
     eprintln!("after_cpu: {after:.3} s of 0.5 s");
-    assert!((0.45..=0.55).contains(&after), "after_cpu sampled {after:.3} s of 0.5 s");
+    // Under: the tail after a thread's last noticed timer expiry is lost,
+    // and on a loaded machine expiries are noticed late. Over: never.
+    assert!((0.40..=0.55).contains(&after), "after_cpu sampled {after:.3} s of 0.5 s");
 }

@@ -69,7 +69,9 @@ fn soak_everything_at_once() {
     // Threads came and went, forks ran and ended.
     assert!(stat(&stdout, "threads_started") >= 16 * seconds, "{stdout}");
     let forks = stat(&stdout, "forks");
-    assert!(forks + 1 >= seconds, "a fork a second: {forks}");
+    // A fork is due each second; one that is slow to finish (the child runs
+    // at nice 10 beside 16 busy workers) may push the last one past the end.
+    assert!(forks + 2 >= seconds, "a fork a second: {forks} in {seconds} s");
     assert_eq!(stat(&stdout, "forks_ok"), forks, "every child ran normally and exited 0");
 
     // Every drop is counted in stats() and in the profiles.

@@ -85,9 +85,11 @@ fn main() {
     let during = profiler.stats();
     println!("heap_dropped={}", during.heap.dropped_samples);
     println!("cpu_dropped={}", during.cpu.dropped);
-    // Storms over: back to a normal interval, and let the drainer catch up.
+    // Storms over: back to a normal interval, and empty every ring now (a
+    // heap profile drains the heap and CPU rings synchronously) rather than
+    // hoping the drainer ran within a fixed sleep.
     lowprof_alloc::set_interval(512 * 1024).unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
+    profiler.heap_profile().unwrap();
     let mut keep = Vec::new();
     after_site(&mut keep);
     after_cpu();
