@@ -487,13 +487,19 @@ class Handler(BaseHTTPRequestHandler):
                         reply_headers["Retry-After"] = str(entry["retry_after"])
         if status >= 400 and message:
             record["errors"].append(message)
+        record["status"] = status
+        record["outcome"] = self.outcome(status, entry, message)
+        # Logged before the reply (and before a scripted delay): once the
+        # client has its answer, the request is in requests.jsonl, so a test
+        # reading the file right after the client exits sees every request
+        # that was answered; lines follow the arrival order.
+        self.server.log(record)
         delay = float(entry.get("delay", 0) or 0)
         if delay > 0:
             time.sleep(delay)
-        record["status"] = status
-        record["outcome"] = self.outcome(status, entry, message)
-        record["reply"] = self.reply(status, response_body(status, entry, message), reply_headers)
-        self.server.log(record)
+        sent = self.reply(status, response_body(status, entry, message), reply_headers)
+        if sent != "sent":
+            self.log_message("reply to request %d not delivered: %s", number, sent)
 
     @staticmethod
     def outcome(status: int, entry: dict[str, Any], message: str) -> str:
