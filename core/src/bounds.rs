@@ -258,38 +258,116 @@ mod tests {
         assert_eq!(t.misses(), 1);
     }
 
+    /// A writer republishes the table while readers look up addresses every
+    /// round's table covers. Each round's table is self-consistent in a way a
+    /// torn read breaks:
+    ///
+    /// - main region `i` of round `r` is `[base(i) + 16r, base(i) + SPAN + 16r)`,
+    ///   so its `lo` and its `hi` both name the round; a `lo` and a `hi` from
+    ///   different rounds differ by other than `SPAN`;
+    /// - round `r` puts `r % 8` small fillers first, so from one round to the
+    ///   next every main region moves to another index: a read that mixes
+    ///   entries of two rounds (in its binary search, or `lo[k]` and `hi[k]`)
+    ///   returns another main region, or the ends of two different regions.
+    ///
+    /// Checked: with `find`'s sequence re-check removed, or its odd-sequence
+    /// check, this failed in each of 10 runs (a reader got another region's
+    /// bounds: "lo of no round").
     #[test]
     fn readers_never_see_a_torn_table() {
         extern crate std;
         use std::sync::Arc;
+        use std::vec::Vec;
+
+        const MAIN: u64 = 48;
+        const SPAN: u64 = 0x8000;
+        /// Rounds cycle through `1..=ROUNDS`; `16 * ROUNDS < SPAN`, so the
+        /// address `base(i) + 16 * ROUNDS` is in main region `i` every round.
+        const ROUNDS: u64 = 2000;
+        const _: () = assert!(16 * ROUNDS < SPAN);
+        const READERS: usize = 2;
+        fn base(i: u64) -> u64 {
+            (i + 1) * 0x10_0000
+        }
+        fn table(round: u64, out: &mut [(u64, u64); 64]) -> usize {
+            let fillers = (round % 8) as usize;
+            for (j, r) in out[..fillers].iter_mut().enumerate() {
+                let lo = (j as u64 + 1) * 0x1000;
+                *r = (lo, lo + 0x800);
+            }
+            for i in 0..MAIN {
+                let lo = base(i) + 16 * round;
+                out[fillers + i as usize] = (lo, lo + SPAN);
+            }
+            fillers + MAIN as usize
+        }
+        /// The round main region `i` was published in, if `b` is a
+        /// self-consistent region `i` of some round.
+        fn round_of(i: u64, b: Bounds) -> u64 {
+            let off = b.lo.wrapping_sub(base(i));
+            assert!(off % 16 == 0 && (1..=ROUNDS).contains(&(off / 16)), "lo of no round: {b:?}");
+            assert_eq!(
+                b.hi.wrapping_sub(base(i)),
+                off + SPAN,
+                "lo and hi from different rounds: {b:?}"
+            );
+            off / 16
+        }
+
         let t: Arc<StackRegions<64>> = Arc::new(StackRegions::new());
+        let readers_done = Arc::new(AtomicUsize::new(0));
         let writer = {
             let t = Arc::clone(&t);
+            let readers_done = Arc::clone(&readers_done);
             std::thread::spawn(move || {
+                // Runs until every reader is done, so readers never run out of
+                // a writer to race, however the threads are scheduled.
                 let mut regions = [(0u64, 0u64); 64];
-                for round in 1..2000u64 {
-                    for (i, r) in regions.iter_mut().enumerate() {
-                        let lo = (i as u64 + 1) * 0x10_0000;
-                        *r = (lo, lo + round * 16);
-                    }
-                    t.publish(&regions).unwrap();
+                let mut k = 0u64;
+                while readers_done.load(Ordering::Acquire) < READERS {
+                    let n = table(k % ROUNDS + 1, &mut regions);
+                    t.publish(&regions[..n]).unwrap();
+                    k += 1;
                 }
+                k
             })
         };
-        while !writer.is_finished() {
-            for i in 0..64u64 {
-                let lo = (i + 1) * 0x10_0000;
-                if let Some(b) = t.find(lo) {
-                    // Every region of one table has the same length.
-                    let len = b.hi - b.lo;
-                    if let Some(other) = t.find((i % 7 + 1) * 0x10_0000) {
-                        let _ = other;
+        let readers: Vec<_> = (0..READERS)
+            .map(|_| {
+                let t = Arc::clone(&t);
+                let readers_done = Arc::clone(&readers_done);
+                std::thread::spawn(move || {
+                    let (mut lookups, mut found, mut changes, mut last) = (0u64, 0u64, 0u64, 0u64);
+                    // Enough lookups to race many publishes; a cap so that a
+                    // `find` that never succeeds fails below instead of hanging.
+                    while !(lookups >= 200_000 && changes >= 1000) && lookups < 5_000_000 {
+                        let i = lookups % MAIN;
+                        lookups += 1;
+                        if let Some(b) = t.find(base(i) + 16 * ROUNDS) {
+                            let round = round_of(i, b);
+                            found += 1;
+                            changes += (last != 0 && round != last) as u64;
+                            last = round;
+                        }
                     }
-                    assert_eq!(b.lo, lo);
-                    assert_eq!(len % 16, 0);
-                }
-            }
+                    readers_done.fetch_add(1, Ordering::Release);
+                    (found, changes)
+                })
+            })
+            .collect();
+        let mut found = 0;
+        for r in readers {
+            let (f, changes) = r.join().unwrap();
+            assert!(changes > 0, "a reader saw one round only: it never raced the writer");
+            found += f;
         }
-        writer.join().unwrap();
+        let publishes = writer.join().unwrap();
+        assert!(found > 0);
+        assert_eq!(t.publishes(), publishes);
+        // At rest, every main region is found, from the last round published.
+        let last = (publishes - 1) % ROUNDS + 1;
+        for i in 0..MAIN {
+            assert_eq!(round_of(i, t.find(base(i) + 16 * ROUNDS).unwrap()), last);
+        }
     }
 }

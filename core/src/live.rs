@@ -807,44 +807,79 @@ mod tests {
         assert_eq!(unsafe { r.init(base, len) }, Err(RegionError::AlreadyInitialised));
     }
 
+    /// Four threads allocate 20 000 blocks each, keep at most 33 live and
+    /// free the rest, scribbling their ids into the blocks: a slot handed out
+    /// twice would show as a wrong id.
+    ///
+    /// No allocation may fail: the 4 MiB region has 12 classes of 128 KiB
+    /// sub-regions, and these blocks (72, 172 and 272 bytes with the header)
+    /// take slots of classes 1–3, of 1024, 512 and 256 slots. A class carves
+    /// a new slot only when its free list is empty, i.e. when every slot it
+    /// carved is held by a thread; the threads never hold more than 4 × 33
+    /// slots of one class, fewer than the smallest capacity.
     #[test]
     fn concurrent_alloc_free_keeps_slots_unique() {
         use std::sync::Arc;
+        const THREADS: u64 = 4;
+        const ALLOCS: u64 = 20_000;
+        const KEPT: usize = 32;
         let (buf, base, len) = memory(4 << 20);
         let r = Arc::new(Region::new());
         // SAFETY: `buf` is kept alive until all threads joined.
-        unsafe { r.init(base, len) }.unwrap();
-        let threads: Vec<_> = (0..4u64)
+        assert_eq!(unsafe { r.init(base, len) }, Ok(12));
+        let threads: Vec<_> = (0..THREADS)
             .map(|t| {
                 let r = Arc::clone(&r);
                 std::thread::spawn(move || {
                     let mut mine = Vec::new();
-                    for i in 0..20_000u64 {
+                    let (mut allocated, mut freed) = (0u64, 0u64);
+                    for i in 0..ALLOCS {
                         let id = (t << 32) | (i + 1);
                         if let Some(s) = r.alloc(40 + (i as usize % 3) * 100, 16) {
+                            allocated += 1;
+                            assert_eq!(s.user % 16, 0);
                             // Scribble the user block: a shared slot would show.
                             // SAFETY: the block is ours until freed below.
                             unsafe { *(s.user as *mut u64) = id };
                             r.publish(s, id, 40, 1.0, 0);
                             mine.push((s.user, id));
                         }
-                        if mine.len() > 32 {
+                        if mine.len() > KEPT {
                             let (p, id) = mine.swap_remove((i as usize * 7) % mine.len());
                             // SAFETY: still ours.
                             assert_eq!(unsafe { *(p as *const u64) }, id);
                             let f = r.free(p);
                             assert_eq!(f.block.sample_id, id);
                             r.recycle(f);
+                            freed += 1;
                         }
                     }
-                    mine.len()
+                    // Every block still held is intact.
+                    for &(p, id) in &mine {
+                        // SAFETY: still ours.
+                        assert_eq!(unsafe { *(p as *const u64) }, id);
+                    }
+                    (allocated, freed, mine.len())
                 })
             })
             .collect();
-        let live: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
-        let mut n = 0;
-        r.for_each_live(|_| n += 1);
-        assert_eq!(n, live);
+        let (mut allocated, mut freed, mut live) = (0, 0, 0);
+        for t in threads {
+            let (a, f, l) = t.join().unwrap();
+            allocated += a;
+            freed += f;
+            live += l;
+        }
+        assert_eq!(allocated, THREADS * ALLOCS, "every allocation succeeds");
+        assert_eq!(r.exhausted(), 0);
+        assert_eq!(live, THREADS as usize * KEPT);
+        assert_eq!(freed + live as u64, allocated);
+        let mut ids = Vec::new();
+        r.for_each_live(|b| ids.push(b.sample_id));
+        assert_eq!(ids.len(), live);
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), live, "each live block is seen once");
         drop(buf);
     }
 
