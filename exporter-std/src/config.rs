@@ -1232,7 +1232,14 @@ mod tests {
                 service_name: Some(value.clone()),
                 ..Default::default()
             };
-            let _ = resolve(&s, &env_of(&[]));
+            match resolve(&s, &env_of(&[])) {
+                Ok(_) => {}
+                Err(e @ Error::Config { .. }) => {
+                    let msg = e.to_string();
+                    assert!(msg.len() < 1200, "{value:?}: message too long: {}", msg.len());
+                }
+                Err(e) => panic!("builder strings {value:?}: unexpected {e:?}"),
+            }
         }
     }
 }

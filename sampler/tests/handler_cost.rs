@@ -171,8 +171,9 @@ fn handler_cost() {
         "the whole deep stack was walked: {}",
         ours.min_depth
     );
-    // Generous: catches a handler that does something slow (a syscall per
-    // frame, a lock), not noise on a shared machine.
+    // On the best batch (noise only adds): ~145 ns measured for 70 frames.
+    // 2 µs is 14 times that, and below what a system call per frame (70 ×
+    // ≥ 50 ns) would add; the benches hold the real budget (≤ 1 µs).
     let work = min(&ours.sampled) - min(&ours.chained);
-    assert!(work < 20_000.0, "handler work {work:.0} ns per sample");
+    assert!(work < 2_000.0, "handler work {work:.0} ns per sample");
 }

@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn other_threads_have_their_own_context() {
         let _g = set_context(TRACE, SPAN);
-        let seen = std::thread::spawn(current).join().ok().flatten();
+        let seen = std::thread::spawn(current).join().unwrap();
         assert_eq!(seen, None);
     }
 
