@@ -47,7 +47,7 @@ impl fmt::Display for ControlError {
             ControlError::RegionUnavailable { errno } => write!(
                 f,
                 "could not reserve address space for sampled blocks (mmap errno {errno}); heap sampling needs \
-                 up to 92 GiB of reserved, uncommitted address space: check `ulimit -v`"
+                 up to 96 GiB of reserved, uncommitted address space: check `ulimit -v`"
             ),
             ControlError::NoRegion => write!(
                 f,

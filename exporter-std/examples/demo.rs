@@ -230,8 +230,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "cpu: {} samples ({} signals), {} dropped, {} threads timed",
         s.cpu.samples, s.cpu.signals, s.cpu.dropped, s.cpu.threads_timed
     );
-    println!(
-        "wrote profiles/heap.pb.gz profiles/heap.svg profiles/allocs.svg profiles/cpu.pb.gz profiles/cpu.svg"
-    );
+    let written = ["heap.pb.gz", "heap.svg", "allocs.svg", "cpu.pb.gz", "cpu.svg"]
+        .map(|file| out.join(file).display().to_string());
+    println!("wrote {}", written.join(" "));
     Ok(())
 }

@@ -50,11 +50,16 @@ pub enum Error {
     /// The profiler was stopped (or dropped) while this profile was asked
     /// for or being taken, e.g. by a `/debug/pprof` request still in flight.
     Stopped,
-    /// An OTLP export setting (a builder method or an `OTEL_*` environment
-    /// variable) has a value lowprof cannot use.
+    /// A setting has a value lowprof cannot use: an OTLP export setting (a
+    /// builder method or an `OTEL_*` environment variable), `serve_pprof`,
+    /// `export_interval`, `max_heap_samples_per_sec`,
+    /// `max_cpu_samples_per_sec`, or the parameter of a trace sampling
+    /// strategy ([`crate::trace::ProbabilisticSampler::new`],
+    /// [`crate::trace::RateSampler::new`]).
     Config {
-        /// The environment variable (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`) or
-        /// builder method (e.g. `otlp_endpoint`) that holds the value.
+        /// The environment variable (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`),
+        /// builder method (e.g. `otlp_endpoint`) or strategy parameter (e.g.
+        /// `RateSampler per_second`) that holds the value.
         setting: &'static str,
         /// The offending value, or the offending part of it, shortened; never
         /// a secret (header values and URL credentials are redacted).
@@ -155,8 +160,8 @@ impl fmt::Display for Error {
                  such as 127.0.0.1:6060 (port 0 picks any free port)"
             ),
             Error::InvalidBearerToken => f.write_str(
-                "the /debug/pprof bearer token must be 1 to 4096 visible ASCII characters without spaces \
-                 (RFC 6750), such as a random hex or base64 string",
+                "serve_token: the /debug/pprof bearer token must be 1 to 4096 visible ASCII characters \
+                 without spaces (RFC 6750), such as a random hex or base64 string",
             ),
             Error::ProfileDir { path, source } => {
                 let fix = match source.kind() {

@@ -182,7 +182,7 @@ impl Session {
             return Err(Error::HeapNotInstalled);
         }
         let (in_use, baseline) = self.in_use_now(config.cpu_hz > 0)?;
-        let (stacks, values, stats, taken) = {
+        let (stacks, values, stats, taken, folded) = {
             let mut state = self.open_state()?;
             // The allocator's counters with the sums they belong to.
             let stats = lowprof_alloc::stats();
@@ -216,7 +216,7 @@ impl Session {
                 stacks.push((state.heap.stacks.get(key.stack).to_vec(), key.size, key.context));
                 values.push(v[..width].iter().map(|&x| round(x)).collect::<Vec<i64>>());
             }
-            (stacks, values, stats, taken)
+            (stacks, values, stats, taken, state.heap.alloc_links.folded)
         };
         let mut dropped = vec![
             stats.dropped_alloc_objects - baseline.dropped_objects,
@@ -262,7 +262,7 @@ impl Session {
             period: stats.interval as i64,
             start: self.started.0,
             duration: self.started.1.elapsed(),
-            comments: heap_comments(&stats, &in_use),
+            comments: heap_comments(&stats, &in_use, folded),
         };
         let job = Job { header, samples, synthetic, trim_allocator: true };
         match self.symbolizer().and_then(|s| s.build(job)) {
@@ -504,8 +504,9 @@ impl crate::serve::ProfileSource for Session {
 }
 
 /// The notes a heap profile carries: what was sampled and what was lost,
-/// and a hint when stacks are missing.
-fn heap_comments(stats: &lowprof_alloc::HeapStats, in_use: &InUse) -> Vec<String> {
+/// a hint when stacks are missing, and folded links (`folded`: alloc rows
+/// of the heap aggregate whose trace ids were folded away).
+fn heap_comments(stats: &lowprof_alloc::HeapStats, in_use: &InUse, folded: u64) -> Vec<String> {
     let mut comments = vec![format!(
         "lowprof {}: heap, {} samples, {} dropped (counted in {}), {} untracked",
         env!("CARGO_PKG_VERSION"),
@@ -532,6 +533,13 @@ fn heap_comments(stats: &lowprof_alloc::HeapStats, in_use: &InUse) -> Vec<String
             "{} of {} samples have no stack: build with RUSTFLAGS=\"-C force-frame-pointers=yes\" \
              (or [build] rustflags in .cargo/config.toml)",
             stats.samples_without_stack, stats.samples
+        ));
+    }
+    if folded > 0 {
+        comments.push(format!(
+            "{folded} alloc rows lost their trace ids (more than {} linked rows since the profiler started; \
+             totals are kept)",
+            crate::aggregate::MAX_LINKED_ROWS
         ));
     }
     comments
@@ -679,5 +687,18 @@ mod tests {
         session.close();
         let message = Error::Stopped.to_string();
         assert!(message.contains("stopped") && message.contains("start a new profiler"));
+    }
+
+    #[test]
+    fn heap_comments_say_when_trace_links_were_folded() {
+        let stats = lowprof_alloc::stats();
+        let in_use = InUse::default();
+        let comments = heap_comments(&stats, &in_use, 0);
+        assert!(!comments.iter().any(|c| c.contains("trace ids")), "{comments:?}");
+        let comments = heap_comments(&stats, &in_use, 7);
+        assert!(
+            comments.iter().any(|c| c.starts_with("7 alloc rows lost their trace ids")),
+            "{comments:?}"
+        );
     }
 }
