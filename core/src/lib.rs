@@ -23,7 +23,9 @@
 //! blocks, never panics at run time, and never waits on another thread.
 //!
 //! Under `--cfg loom` the atomics come from `loom` so the ring and the region
-//! can be model-checked (`RUSTFLAGS="--cfg loom" cargo test -p lowprof-core --release`).
+//! can be model-checked, as `.ci/run` does:
+//! `LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg loom -C force-frame-pointers=yes"
+//! CARGO_TARGET_DIR=target/loom cargo test -p lowprof-core --release --lib loom`.
 
 #![no_std]
 #![deny(clippy::undocumented_unsafe_blocks)]

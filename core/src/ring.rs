@@ -23,7 +23,7 @@
 //!
 //! # Why striped rings and not one ring per thread
 //!
-//! DESIGN.md proposes one SPSC ring per thread in a registration table. An
+//! The obvious design is one SPSC ring per thread in a registration table. An
 //! allocator whose thread-local state must be `const` and free of `Drop`
 //! (rust-lang/rust#116390) has no hook at thread exit, so per-thread rings leak
 //! under thread churn. [`RingSet`] instead holds `N` rings, each with a

@@ -18,7 +18,7 @@
 //!  (partial_success   connect failure,      rejected, never         failed, never
 //!   counted, never    timeout: retry after  retried                 retried
 //!   retried)          max(Retry-After, backoff)
-//!                     (5 s ×1.5 ±50 %, ≤ 30 s) until 5 min → failed
+//!                     (5 s ×1.5, ≤ 30 s, then ±50 %: ≤ 45 s) until 5 min → failed
 //! ```
 //!
 //! A library must not print: nothing here logs. Outcomes are counted in
