@@ -84,7 +84,10 @@ pub struct Report {
     /// (`None` if heap profiling was off or the allocator is not lowprof's).
     pub heap: Option<Profile>,
     /// CPU since start or since the last [`Profiler::cpu_profile`] (`None`
-    /// if CPU profiling was off).
+    /// if CPU profiling was off). With OTLP export, `write_dir` or the pull
+    /// endpoint configured, CPU samples are kept for this only from the
+    /// first `cpu_profile()` call on (they go to those outputs): without
+    /// one it is empty, and its comments say why.
     pub cpu: Option<Profile>,
     /// Counters at the end.
     pub stats: Stats,
@@ -318,7 +321,7 @@ impl Profiler {
         } else {
             None
         };
-        let cpu = if config.cpu_hz > 0 { Some(session.cpu_profile()?) } else { None };
+        let cpu = if config.cpu_hz > 0 { Some(session.final_cpu_profile()?) } else { None };
         self.release();
         let mut stats = session.stats();
         stats.export = export;

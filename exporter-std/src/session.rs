@@ -390,14 +390,29 @@ impl Session {
     /// The user's CPU window (opened now if it was not open: see
     /// `Profiler::cpu_profile`).
     pub(crate) fn cpu_profile(&self) -> Result<Profile, Error> {
+        self.user_cpu_profile(
+            "first cpu_profile() call with a periodic consumer configured: CPU samples are kept for \
+             cpu_profile() from now on; the next call returns the time since this one",
+        )
+    }
+
+    /// The user's CPU window at `stop()`: as [`Session::cpu_profile`], with
+    /// the note an empty final profile needs.
+    pub(crate) fn final_cpu_profile(&self) -> Result<Profile, Error> {
+        self.user_cpu_profile(
+            "cpu_profile() was never called while a periodic consumer (OTLP, write_dir or the pull \
+             endpoint) was configured: the CPU samples went to that consumer, and this final profile \
+             is empty",
+        )
+    }
+
+    /// The user's window, opening it with `note_if_new` in the comments if
+    /// it was not open (only with a periodic consumer: see `Profiler`).
+    fn user_cpu_profile(&self, note_if_new: &str) -> Result<Profile, Error> {
         let was_open = lock(&self.state).ensure_user_window();
         let mut profile = self.cpu_profile_of(USER_WINDOW)?;
         if !was_open {
-            profile.comments.push(
-                "first cpu_profile() call with a periodic consumer configured: CPU samples are kept for \
-                 cpu_profile() from now on; the next call returns the time since this one"
-                    .into(),
-            );
+            profile.comments.push(note_if_new.into());
         }
         Ok(profile)
     }
@@ -673,7 +688,13 @@ mod tests {
             let session = Arc::clone(&session);
             std::thread::spawn(move || session.cpu_for(Duration::from_secs(300)))
         };
-        std::thread::sleep(Duration::from_millis(100));
+        // Close only once the waiter's window is open (else it would meet
+        // a closed session at once and prove nothing about waking).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while lock(&session.state).take_window(USER_WINDOW + 1).is_none() {
+            assert!(Instant::now() < deadline, "the waiter never opened its window");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         session.close();
         let answer = waiter.join().unwrap();
         assert!(matches!(answer, Err(Error::Stopped)), "{answer:?}");
