@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Mean sampling interval used by every benchmark: lowprof's default,
-/// 512 KiB (DESIGN.md, "Heap sampling").
+/// 512 KiB, the interval tcmalloc and Go's runtime use.
 pub const INTERVAL: u64 = lowprof_core::poisson::DEFAULT_MEAN_BYTES;
 
 /// Turns lowprof's heap sampling on process-wide at [`INTERVAL`] (reserves the
@@ -126,8 +126,8 @@ std::thread_local! {
     static FLOOR_COUNTDOWN: Cell<isize> = const { Cell::new(INTERVAL as isize) };
 }
 
-/// The cost floor of any byte-countdown sampler (DESIGN.md: "that is the
-/// floor to compare against"): a `const` thread-local `Cell<isize>`
+/// The cost floor of any byte-countdown sampler, the floor lowprof's wrapper
+/// is compared against: a `const` thread-local `Cell<isize>`
 /// countdown, subtract the size, branch on the sign, re-arm at [`INTERVAL`]
 /// without sampling. Nothing else: no counting, no region check on free.
 #[derive(Debug, Clone, Copy, Default)]

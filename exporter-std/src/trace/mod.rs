@@ -15,7 +15,8 @@
 //!
 //! The slot is a `const`-initialised, `Drop`-free thread-local, so the signal
 //! handler and the allocator read it without locks, allocation or lazy
-//! initialisation (DESIGN.md, Trace correlation). A [`ContextGuard`] puts
+//! initialisation (`lowprof_core::context` has the sequence-counter
+//! protocol that keeps their reads untorn). A [`ContextGuard`] puts
 //! back what was there before when it is dropped, so nested spans restore
 //! their parent.
 //!
