@@ -8,9 +8,9 @@
 //! sampled. A hash lookup per free is too slow; over-aligning sampled blocks to
 //! 4096 through the inner allocator (jemalloc's promotion trick) costs 1–2 µs
 //! per sample through glibc (memalign plus fresh pages), +3.7–4.6 ns per
-//! malloc/free pair at 512 KiB (measured with an early pairs bench). Owning the memory of
-//! sampled blocks instead makes the free test `ptr - base < len` and keeps the
-//! inner allocator's slow paths out of sampling entirely.
+//! malloc/free pair at 512 KiB (measured with an early pairs bench). Owning
+//! the memory of sampled blocks instead makes the free test `ptr - base < len`
+//! and keeps the inner allocator's slow paths out of sampling entirely.
 //!
 //! # Layout
 //!
