@@ -14,7 +14,8 @@
 //!   30 s (a hang fails the test instead of stalling it).
 //!
 //! Prints `key=value` lines for the test: known-site truth, drops, export
-//! and memory figures. Writes `heap.pb.gz` and `cpu.pb.gz` from `stop()`.
+//! and memory figures, the exact bytes allocated around the profiler's
+//! start and stop, and the process's CPU time. Writes `heap.pb.gz` and `cpu.pb.gz` from `stop()`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -23,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use lowprof::SampledAlloc;
+use lowprof_tests::cpu::process_cpu_ns;
 
 #[global_allocator]
 static ALLOC: SampledAlloc<std::alloc::System> = SampledAlloc::new(std::alloc::System);
@@ -109,12 +111,15 @@ fn worker(seed: u64, until: Instant) {
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).expect("no VmRSS line");
+    let kib = rss.split_whitespace().next().and_then(|v| v.parse().ok());
+    kib.unwrap_or_else(|| panic!("VmRSS:{rss} is not a number of KiB"))
+}
+
+/// Bytes allocated so far (exact, every thread), before and after the
+/// profiler: they bracket what its heap profile estimates.
+fn alloc_bytes() -> u64 {
+    lowprof_alloc::stats().totals.alloc_bytes
 }
 
 /// The process's live heap (exact: allocated minus freed, every thread).
@@ -185,6 +190,7 @@ fn main() {
         }
     });
 
+    let bytes_before_start = alloc_bytes();
     let profiler = lowprof::Profiler::builder()
         .cpu_hz(1000)
         .otlp_endpoint(endpoint)
@@ -196,6 +202,7 @@ fn main() {
         .keep_files(5)
         .start()
         .unwrap();
+    let bytes_after_start = alloc_bytes();
     // Open the user's CPU window now: stop() reports the whole run.
     profiler.cpu_profile().unwrap();
     let start = Instant::now();
@@ -244,7 +251,11 @@ fn main() {
         w.join().unwrap();
     }
     let (rss_end, live_end) = (rss_kib(), live_kib());
+    let bytes_before_stop = alloc_bytes();
     let report = profiler.stop().unwrap();
+    let bytes_after_stop = alloc_bytes();
+    // Every timer expiry the CPU profile can hold happened by now.
+    let process_cpu = process_cpu_ns();
     PROGRESS.fetch_add(1, Ordering::Relaxed);
     let stats = &report.stats;
     report.heap.as_ref().unwrap().write_pprof(dir.join("heap.pb.gz")).unwrap();
@@ -271,7 +282,13 @@ fn main() {
     println!("requests_pending={}", export.queued + usize::from(export.in_flight));
     println!("retries={}", export.retries);
     eprintln!("export last error: {:?}", export.last_error);
-    let (rss_warm, live_warm) = rss_after_warmup.unwrap_or_default();
+    println!("alloc_bytes_before_start={bytes_before_start}");
+    println!("alloc_bytes_after_start={bytes_after_start}");
+    println!("alloc_bytes_before_stop={bytes_before_stop}");
+    println!("alloc_bytes_after_stop={bytes_after_stop}");
+    println!("process_cpu_ns={process_cpu}");
+    let (rss_warm, live_warm) = rss_after_warmup
+        .unwrap_or_else(|| panic!("the run ({seconds} s) ended before the 3 s warm-up snapshot"));
     println!("rss_after_warmup_kib={rss_warm}");
     println!("rss_end_kib={rss_end}");
     println!("live_after_warmup_kib={live_warm}");
