@@ -4,8 +4,9 @@
 //! microseconds of user-space work, then checks `errno` — under a 1000 Hz
 //! timer plus a stream of `SIGPROF`s sent at it from the test thread, one at
 //! a time (a second one sent while one is pending would merge with it),
-//! alternating forged lowprof timer signals (the sampling path) and plain
-//! `tgkill`s (the chaining path). The handler installed before lowprof
+//! alternating forged lowprof timer signals (the sampling path; forged with
+//! a distinctive overrun, so that their samples can be told from the real
+//! timer's) and plain `tgkill`s (the chaining path). The handler installed before lowprof
 //! deliberately sets `errno` to `ENOTRECOVERABLE`, so a missing restore shows
 //! up as a wrong `errno` in the worker: with the restore removed from
 //! `on_sigprof`, 49 (release) and 1320 (debug) wrong values showed up in one
@@ -25,6 +26,12 @@ use std::time::{Duration, Instant};
 use lowprof_sampler::Config;
 
 static CHAINED: AtomicU64 = AtomicU64::new(0);
+
+/// The overrun the forged signals carry: the handler weighs a timer signal
+/// `1 + overrun`, so their samples (weight 1000) stand apart from the real
+/// timer's (weight 1, or a few more periods when one was overrun).
+const FORGED_OVERRUN: i32 = 999;
+const FORGED_WEIGHT: u64 = 1 + FORGED_OVERRUN as u64;
 
 extern "C" fn clobbering_handler(
     _sig: libc::c_int,
@@ -89,6 +96,8 @@ fn errno_survives_signal_storms() {
     // SAFETY: getpid cannot fail.
     let pid = unsafe { libc::getpid() };
     let samples_before = lowprof_sampler::stats().samples;
+    let dropped_before = lowprof_sampler::stats().dropped_periods;
+    let cookie = lowprof_sampler::timer_cookie();
     let deadline = Instant::now() + Duration::from_millis(1000);
     let (mut forged, mut killed) = (0u64, 0u64);
     // One signal at a time (a second SIGPROF sent while one is pending would
@@ -106,7 +115,9 @@ fn errno_survives_signal_storms() {
         && Instant::now() < hard_deadline
     {
         let before = lowprof_sampler::stats().signals;
-        if common::forge_timer_signal(pid, tid) == 0 {
+        if lowprof_sampler::queue_timer_signal(pid, tid, libc::SIGPROF, cookie, FORGED_OVERRUN)
+            .is_ok()
+        {
             forged += 1;
         }
         wait_handled(before);
@@ -123,14 +134,33 @@ fn errno_survives_signal_storms() {
     let samples = collector.finish();
     let stats = lowprof_sampler::stats();
     let chained = CHAINED.load(Ordering::Relaxed);
+    // The forged signals that reached the sampling path: a sample of their
+    // weight on the worker, or their periods among the dropped ones.
+    let forged_sampled =
+        samples.iter().filter(|s| s.thread == tid as u64 && s.weight == FORGED_WEIGHT).count()
+            as u64;
+    let forged_dropped = (stats.dropped_periods - dropped_before) / FORGED_WEIGHT;
+    let forged_handled = forged_sampled + forged_dropped;
     eprintln!(
         "{calls} close(-1) calls, {wrong} with a wrong errno; sent {forged} forged + {killed} tgkill; \
-         chained {chained}; {} samples drained; {stats:?}",
+         chained {chained}; {} samples drained, {forged_sampled} of them forged, \
+         {forged_dropped} forged dropped; {stats:?}",
         samples.len()
     );
     assert_eq!(wrong, 0, "errno was changed under the worker's feet");
     assert!(calls > 5_000, "the worker ran: {calls}");
     assert!(chained >= 100, "the clobbering handler ran: {chained}");
+    // The loop sends one forged signal before each tgkill, so as many as
+    // were chained at least.
+    assert!(forged >= chained.max(100), "{forged} forged signals sent, {chained} chained");
+    // Each was sampled (or dropped and counted) at most once; a few may
+    // have merged into a SIGPROF still pending (a real timer's, or one whose
+    // handling outlasted the 50 ms wait), so most, not all.
+    assert!(forged_handled <= forged, "{forged_handled} forged samples of {forged} sent");
+    assert!(
+        forged_handled >= 100 && 2 * forged_handled >= forged,
+        "the sampling path ran for the forged signals: {forged_handled} of {forged}"
+    );
     assert!(stats.samples - samples_before >= 100, "the sampling path ran");
     assert_eq!(stats.foreign, chained, "every tgkill was foreign and chained, nothing else was");
 }

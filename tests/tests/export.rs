@@ -292,6 +292,16 @@ fn ids(r: &Value) -> BTreeSet<String> {
     })
 }
 
+/// [`ids`], asserting the request has profiles and each a 16-byte id: a
+/// check that a round is or is not sent again means nothing without them.
+#[track_caller]
+fn ids_present(r: &Value) -> BTreeSet<String> {
+    let ids = ids(r);
+    assert!(!ids.is_empty(), "a request without profile ids: {r}");
+    assert!(ids.iter().all(|id| id.len() == 32), "profile ids are 16 bytes: {ids:?}");
+    ids
+}
+
 /// How many times each round's profiles were accepted.
 fn deliveries(requests: &[Value]) -> BTreeMap<String, usize> {
     let mut n = BTreeMap::new();
@@ -316,7 +326,7 @@ fn retry_after_503_then_200_delivers_exactly_once() {
     assert!(settled(&stdout), "the refused round was not retried in time: {stdout}");
     let requests = receiver.requests();
     assert_eq!(requests[0]["outcome"], "fault 503");
-    let first = ids(&requests[0]);
+    let first = ids_present(&requests[0]);
     let d = deliveries(&requests);
     for id in &first {
         assert_eq!(d.get(id), Some(&1), "the refused round is delivered once after Retry-After");
@@ -338,8 +348,9 @@ fn client_errors_are_not_retried() {
     assert!(settled(&stdout), "{stdout}");
     let requests = receiver.requests();
     assert_eq!(requests[0]["outcome"], "fault 400");
-    let first = ids(&requests[0]);
-    let seen_again = requests[1..].iter().any(|r| !ids(r).is_disjoint(&first));
+    let first = ids_present(&requests[0]);
+    assert!(requests.len() >= 2, "later rounds went out: {requests:?}");
+    let seen_again = requests[1..].iter().any(|r| !ids_present(r).is_disjoint(&first));
     assert!(!seen_again, "a 400 is not retried");
     assert_eq!(stat(&stdout, "rejected"), 1);
     assert_eq!(stat(&stdout, "retries"), 0, "{stdout}");
@@ -357,8 +368,10 @@ fn partial_success_is_not_retried_but_counted() {
     let (stdout, _dir) = export(&receiver.url(), "1.2", "10000", SLACK);
     assert!(settled(&stdout), "{stdout}");
     let requests = receiver.requests();
-    let first = ids(&requests[0]);
-    assert!(requests[1..].iter().all(|r| ids(r).is_disjoint(&first)), "not retried");
+    assert_eq!(requests[0]["outcome"], "partial_success", "{requests:?}");
+    let first = ids_present(&requests[0]);
+    assert!(requests.len() >= 2, "later rounds went out: {requests:?}");
+    assert!(requests[1..].iter().all(|r| ids_present(r).is_disjoint(&first)), "not retried");
     assert_eq!(stat(&stdout, "partial_successes"), 1);
     assert_eq!(stat(&stdout, "retries"), 0, "{stdout}");
     assert!(stdout.contains("too old"), "the message is kept: {stdout}");

@@ -163,8 +163,17 @@ fn threads_realloc_and_early_blocks() {
         (want_bytes..want_bytes + (4 << 20)).contains(&bytes),
         "{bytes} bytes, want {want_bytes}"
     );
-    // Registered threads are live threads: the exited ones left.
-    assert!(stat(&stdout, "registered_after") <= stat(&stdout, "live_threads"), "{stdout}");
+    // Each worker registered at its first allocation and left the registry
+    // when it exited (before its join returned); no other thread came or
+    // went meanwhile (the binary waits until all of them are registered).
+    let before = stat(&stdout, "registered_before");
+    assert_eq!(
+        stat(&stdout, "registered_during"),
+        before + 8,
+        "eight workers registered: {stdout}"
+    );
+    assert_eq!(stat(&stdout, "registered_after"), before, "the exited workers left: {stdout}");
+    assert_eq!(before, stat(&stdout, "live_threads"), "every live thread registered: {stdout}");
     let p = raw(&go, &dir.path().join("heap.pb.gz"));
     let n = 8 * 4096;
     assert_within_4_sigma(

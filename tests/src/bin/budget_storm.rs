@@ -26,17 +26,20 @@ static ALLOC: SampledAlloc<std::alloc::System> = SampledAlloc::new(std::alloc::S
 
 const BLOCK: usize = 4096;
 
-/// Allocates (and frees) 4 KiB blocks at `bytes_per_sec` until `until`.
-/// Returns the blocks allocated.
-#[inline(never)]
-fn storm_site(bytes_per_sec: f64, until: Instant) -> u64 {
+/// Allocates (and frees) 4 KiB blocks starting with `fill` at
+/// `bytes_per_sec` until `until`. Returns the blocks allocated. Inlined into
+/// each site, so that a block's stack names the site that allocated it and
+/// no other; `fill` differs between the sites, so that their code differs
+/// and the compiler cannot merge them into one function.
+#[inline(always)]
+fn paced_blocks(fill: u8, bytes_per_sec: f64, until: Instant) -> u64 {
     let start = Instant::now();
     let mut blocks = 0u64;
     while Instant::now() < until {
         let due = (start.elapsed().as_secs_f64() * bytes_per_sec / BLOCK as f64) as u64;
         while blocks < due {
             let mut v = Vec::<u8>::with_capacity(BLOCK);
-            v.push(1);
+            v.push(fill);
             black_box(&v);
             blocks += 1;
         }
@@ -45,9 +48,17 @@ fn storm_site(bytes_per_sec: f64, until: Instant) -> u64 {
     blocks
 }
 
+/// The storm: every block here is in `storm_bytes`.
+#[inline(never)]
+fn storm_site(bytes_per_sec: f64, until: Instant) -> u64 {
+    paced_blocks(1, bytes_per_sec, until)
+}
+
+/// The quiet phases, on their own code path: their blocks are not the
+/// storm's, and must not be counted at `storm_site`.
 #[inline(never)]
 fn quiet_site(bytes_per_sec: f64, until: Instant) -> u64 {
-    storm_site(bytes_per_sec, until)
+    paced_blocks(2, bytes_per_sec, until)
 }
 
 fn heap(dir: &Path) {

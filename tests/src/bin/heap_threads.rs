@@ -2,7 +2,10 @@
 //!
 //! - blocks allocated before the profiler started are freed after it started;
 //! - eight threads allocate at once (8 MiB each in 2 KiB blocks at
-//!   `thread_site`) and exit while their blocks live on in `main`;
+//!   `thread_site`) and exit while their blocks live on in `main`; the
+//!   registered-thread count is printed before they start (once every
+//!   other thread has registered), while all eight are alive, and after
+//!   they exit;
 //! - `realloc_site` grows 200 vectors by pushing, from nothing to 64 KiB, so
 //!   sampled and unsampled blocks are both reallocated; contents are checked.
 //!
@@ -13,6 +16,7 @@
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
 
 use lowprof::SampledAlloc;
 
@@ -46,6 +50,36 @@ fn realloc_site(seed: u8) -> Vec<u8> {
     v
 }
 
+/// Threads of this process (`/proc/self/task`).
+fn live_threads() -> std::io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
+}
+
+/// Waits until every thread of the process is registered for the exact
+/// totals (a thread registers at its first allocation or free: lowprof's
+/// drainer when it first aggregates a record, its symbolizer when it first
+/// builds a profile) and returns how many are. From then on only the
+/// workers below register or leave. Panics after 30 s.
+fn all_threads_registered(
+    profiler: &lowprof::Profiler,
+) -> Result<usize, Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (registered, live) = (profiler.stats().heap.threads, live_threads()?);
+        if registered == live {
+            return Ok(registered);
+        }
+        assert!(Instant::now() < deadline, "{registered} of {live} threads registered after 30 s");
+        // Work for the symbolizer, then sampled records (1 MiB blocks at
+        // the 512 KiB interval) for the drainer to aggregate.
+        profiler.heap_profile()?;
+        for _ in 0..4 {
+            black_box(vec![0u8; 1 << 20]);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir =
         std::path::PathBuf::from(std::env::args_os().nth(1).ok_or("usage: heap_threads <dir>")?);
@@ -57,18 +91,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("early_frees={}", after.free_count - before.free_count);
     println!("early_free_bytes={}", after.free_bytes - before.free_bytes);
 
-    let registered_before = profiler.stats().heap.threads;
+    let registered_before = all_threads_registered(&profiler)?;
     let totals_before = profiler.stats().heap.totals;
-    let barrier = Arc::new(Barrier::new(THREADS));
+    let start = Arc::new(Barrier::new(THREADS));
+    // The workers and main: all workers have allocated (and registered),
+    // none has exited yet.
+    let allocated = Arc::new(Barrier::new(THREADS + 1));
+    let release = Arc::new(Barrier::new(THREADS + 1));
     let handles: Vec<_> = (0..THREADS)
         .map(|_| {
-            let barrier = Arc::clone(&barrier);
+            let (start, allocated, release) =
+                (Arc::clone(&start), Arc::clone(&allocated), Arc::clone(&release));
             std::thread::spawn(move || {
-                barrier.wait();
-                thread_site()
+                start.wait();
+                let blocks = thread_site();
+                allocated.wait();
+                release.wait();
+                blocks
             })
         })
         .collect();
+    allocated.wait();
+    let registered_during = profiler.stats().heap.threads;
+    release.wait();
     let mut from_threads = Vec::new();
     for h in handles {
         from_threads.push(h.join().map_err(|_| "thread panicked")?);
@@ -77,8 +122,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // counts folded into the totals.
     let stats = profiler.stats().heap;
     println!("registered_before={registered_before}");
+    println!("registered_during={registered_during}");
     println!("registered_after={}", stats.threads);
-    println!("live_threads={}", std::fs::read_dir("/proc/self/task")?.count());
+    println!("live_threads={}", live_threads()?);
     println!("thread_allocs={}", stats.totals.alloc_count - totals_before.alloc_count);
     println!("thread_alloc_bytes={}", stats.totals.alloc_bytes - totals_before.alloc_bytes);
 
