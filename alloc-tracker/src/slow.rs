@@ -299,8 +299,11 @@ fn record(block: SampledBlock, tracked_at: Option<usize>, fp: u64) {
     if RINGS.push(tid as usize, TAG_HEAP_ALLOC, &[&event.header_words(), stack.as_slice()]).is_err()
     {
         COUNTS.dropped_samples.add(1);
-        COUNTS.dropped_objects_x1024.add((block.weight * 1024.0) as u64);
-        COUNTS.dropped_bytes.add((block.weight * block.size as f64) as u64);
+        // Rounded to the nearest unit (the weight is positive; `+ 0.5` as
+        // `f64::round` needs std): truncating lost up to 1/1024 object per
+        // drop, an undercount of ~1.8σ after millions of drops.
+        COUNTS.dropped_objects_x1024.add((block.weight * 1024.0 + 0.5) as u64);
+        COUNTS.dropped_bytes.add((block.weight * block.size as f64 + 0.5) as u64);
         match tracked_at {
             Some(ptr) if REGION.contains(ptr) => REGION.mark_record_lost(ptr),
             Some(ptr) => HUGE.mark_record_lost(ptr),
