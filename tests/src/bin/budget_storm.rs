@@ -118,8 +118,11 @@ fn cpu(dir: &Path) {
     for t in threads {
         t.join().unwrap();
     }
+    // Read before stop(): the final profile's symbolization runs on
+    // lowprof's own threads, which block SIGPROF and are never sampled.
+    let used = process_cpu_ns() - cpu_before;
     let report = profiler.stop().unwrap();
-    println!("process_cpu_ns={}", process_cpu_ns() - cpu_before);
+    println!("process_cpu_ns={used}");
     println!("dropped={}", report.stats.cpu.dropped);
     report.cpu.unwrap().write_pprof(dir.join("cpu.pb.gz")).unwrap();
 }

@@ -37,12 +37,25 @@ fn main() {
         })
         .collect();
     let (mut snapshots, mut with_dropped_frame) = (0, 0);
+    // Snapshots taken with no drop before or during them (none may blame
+    // lowprof::dropped), and snapshots taken after a drop (each must).
+    let (mut clean, mut clean_with_frame, mut after_drop, mut after_drop_without_frame) =
+        (0, 0, 0, 0);
     for _ in 0..30 {
         std::thread::sleep(std::time::Duration::from_millis(10));
+        let dropped_before = profiler.stats().heap.dropped_samples;
         let heap = profiler.heap_profile().unwrap();
+        let dropped_after = profiler.stats().heap.dropped_samples;
         snapshots += 1;
-        if heap.samples.iter().any(|s| heap.stack_names(s).contains(&lowprof::DROPPED_FRAME)) {
-            with_dropped_frame += 1;
+        let blamed =
+            heap.samples.iter().any(|s| heap.stack_names(s).contains(&lowprof::DROPPED_FRAME));
+        with_dropped_frame += u64::from(blamed);
+        if dropped_after == 0 {
+            clean += 1;
+            clean_with_frame += u64::from(blamed);
+        } else if dropped_before > 0 {
+            after_drop += 1;
+            after_drop_without_frame += u64::from(!blamed);
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -52,6 +65,10 @@ fn main() {
     let stats = profiler.stats().heap;
     println!("snapshots={snapshots}");
     println!("with_dropped_frame={with_dropped_frame}");
+    println!("clean={clean}");
+    println!("clean_with_frame={clean_with_frame}");
+    println!("after_drop={after_drop}");
+    println!("after_drop_without_frame={after_drop_without_frame}");
     println!("dropped={}", stats.dropped_samples);
     println!("samples={}", stats.samples);
 }
