@@ -12,14 +12,17 @@
 //! compiler (signal) fences make a torn read detectable: an odd or changed
 //! sequence means an update was in progress, and the reader takes "no
 //! context" rather than waiting (the writer cannot run until the handler
-//! returns). No lock, no allocation, async-signal-safe.
+//! returns). No lock, no allocation, async-signal-safe. A loom model checks
+//! the protocol with the handler run as another thread (`loom_tests`).
 //!
 //! core has no thread-locals (that needs std), so the slot lives in the
 //! `lowprof` crate, which registers a reader in [`CONTEXT_SOURCE`]; the
 //! sampler and the allocator call [`current`] when they record a sample.
 
 use crate::event::ContextWords;
-use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+#[cfg(not(loom))]
+use crate::sync::AtomicUsize;
+use crate::sync::{AtomicU64, Ordering, signal_fence};
 
 /// No trace context: all zeros (W3C trace and span ids are never all zero).
 pub const NONE: ContextWords = [0; 4];
@@ -38,16 +41,22 @@ impl ContextSlot {
         Self { seq: AtomicU64::new(0), words: [const { AtomicU64::new(0) }; 4] }
     }
 
+    /// An empty slot.
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Self { seq: AtomicU64::new(0), words: core::array::from_fn(|_| AtomicU64::new(0)) }
+    }
+
     /// Stores `words`. Owner thread only; allocation-free.
     #[inline]
     pub fn set(&self, words: ContextWords) {
         let seq = self.seq.load(Ordering::Relaxed);
         self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
-        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        signal_fence(Ordering::SeqCst);
         for (slot, w) in self.words.iter().zip(words) {
             slot.store(w, Ordering::Relaxed);
         }
-        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        signal_fence(Ordering::SeqCst);
         self.seq.store(seq.wrapping_add(2), Ordering::Relaxed);
     }
 
@@ -60,19 +69,18 @@ impl ContextSlot {
         if s1 & 1 == 1 {
             return NONE;
         }
-        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        signal_fence(Ordering::SeqCst);
         let words = [
             self.words[0].load(Ordering::Relaxed),
             self.words[1].load(Ordering::Relaxed),
             self.words[2].load(Ordering::Relaxed),
             self.words[3].load(Ordering::Relaxed),
         ];
-        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        signal_fence(Ordering::SeqCst);
         if self.seq.load(Ordering::Relaxed) == s1 { words } else { NONE }
     }
 }
 
-#[cfg(not(loom))]
 impl Default for ContextSlot {
     fn default() -> Self {
         Self::new()
@@ -100,17 +108,20 @@ pub fn unpack(words: ContextWords) -> ([u8; 16], [u8; 8]) {
 
 /// A `fn() -> ContextWords` that reads the calling thread's context (0:
 /// none registered). Set by the `lowprof` crate.
+#[cfg(not(loom))]
 pub static CONTEXT_SOURCE: AtomicUsize = AtomicUsize::new(0);
 
 /// Registers the function that reads the calling thread's context. It must
 /// be async-signal-safe and allocation-free (it runs in signal handlers and
 /// inside the allocator).
+#[cfg(not(loom))]
 pub fn set_source(source: fn() -> ContextWords) {
     CONTEXT_SOURCE.store(source as usize, Ordering::Release);
 }
 
 /// The calling thread's trace context, or [`NONE`]. Async-signal-safe and
 /// allocation-free as long as the registered source is.
+#[cfg(not(loom))]
 #[inline]
 pub fn current() -> ContextWords {
     let source = CONTEXT_SOURCE.load(Ordering::Acquire);
@@ -154,5 +165,64 @@ mod tests {
         set_source(fixed);
         assert_eq!(current(), [1, 2, 3, 4]);
         CONTEXT_SOURCE.store(0, Ordering::Release);
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    /// Round `r`'s context: every word names the round and its own index.
+    fn round(r: u64) -> ContextWords {
+        [r << 8, r << 8 | 1, r << 8 | 2, r << 8 | 3]
+    }
+
+    /// The owner sets rounds 2 and 3 over round 1 while a reader reads the
+    /// slot. The reader must get [`NONE`] (an update in progress) or one
+    /// round's context whole; across the executions it must see all four
+    /// outcomes (else the model never raced the writer).
+    ///
+    /// The slot is meant for one thread and its signal handler; here the
+    /// handler is another thread, which may interleave with `set` at any
+    /// point rather than run whole at one point, and `signal_fence` is the
+    /// thread fence that signal fences are defined by (see `crate::sync`).
+    /// Checked: this fails with the sequence re-check removed, with the odd
+    /// check removed, with any one of the four fences removed, and with the
+    /// fences left as `compiler_fence` (so a reader on another thread is not
+    /// safe; the slot does not promise that).
+    ///
+    /// The reader is the spawned thread: with the writer spawned, loom 0.7's
+    /// DPOR never runs `set`'s sequence store before the reader's first load,
+    /// because `set` loads the sequence just before storing it (loom issue
+    /// #392), and the model saw only [`NONE`] and round 1.
+    #[test]
+    fn loom_context_slot_never_torn() {
+        use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+        // Bit 0: NONE; bit r: round r. Outside the model.
+        static SEEN: AtomicU32 = AtomicU32::new(0);
+        loom::model(|| {
+            let slot = Arc::new(ContextSlot::new());
+            slot.set(round(1));
+            let reader = {
+                let slot = slot.clone();
+                loom::thread::spawn(move || {
+                    let got = slot.get();
+                    let r = if got == NONE {
+                        0
+                    } else {
+                        (1..=3)
+                            .find(|&r| got == round(r))
+                            .unwrap_or_else(|| panic!("torn or never-set context: {got:x?}"))
+                    };
+                    SEEN.fetch_or(1 << r, Relaxed);
+                })
+            };
+            slot.set(round(2));
+            slot.set(round(3));
+            reader.join().unwrap();
+            assert_eq!(slot.get(), round(3));
+        });
+        assert_eq!(SEEN.load(Relaxed), 0b1111, "outcomes seen (bit 0: NONE, bit r: round r)");
     }
 }

@@ -22,8 +22,9 @@
 //! async-signal-safe: it uses only atomics and plain loads and stores, never
 //! blocks, never panics at run time, and never waits on another thread.
 //!
-//! Under `--cfg loom` the atomics come from `loom` so the ring and the region
-//! can be model-checked, as `.ci/run` does:
+//! Under `--cfg loom` the atomics come from `loom` so the ring, the region
+//! and the two seqlocks (`bounds`, `context`) can be model-checked, as
+//! `.ci/run` does:
 //! `LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg loom -C force-frame-pointers=yes"
 //! CARGO_TARGET_DIR=target/loom cargo test -p lowprof-core --release --lib loom`.
 
@@ -38,7 +39,7 @@ extern crate std;
 mod pad;
 mod sync;
 
-#[cfg(not(loom))]
+pub mod bounds;
 pub mod context;
 pub mod counters;
 pub mod event;
@@ -48,8 +49,6 @@ pub mod ring;
 pub mod stack;
 pub mod unwind;
 
-#[cfg(not(loom))]
-pub mod bounds;
 #[cfg(not(loom))]
 pub mod registry;
 

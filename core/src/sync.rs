@@ -1,6 +1,7 @@
 //! Atomics shim: `core::sync::atomic` normally, `loom`'s model-checked atomics
-//! under `--cfg loom` (as `bytes` and `crossbeam` do), so the ring and the
-//! sampled-block region can be model-checked without changing their code.
+//! under `--cfg loom` (as `bytes` and `crossbeam` do), so the ring, the
+//! sampled-block region and the seqlocks can be model-checked without
+//! changing their code.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{
@@ -11,6 +12,19 @@ pub(crate) use loom::sync::atomic::{
 pub(crate) use core::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence,
 };
+
+/// A signal fence: orders this thread's accesses against a signal handler
+/// that interrupts it, and emits no instruction (`compiler_fence`, C++'s
+/// `atomic_signal_fence`). C++ defines it as the thread fence of the same
+/// ordering, restricted to a thread and the handlers that run on it. A loom
+/// model runs the handler as another thread, so there it is that thread
+/// fence. A model that passes this way shows a protocol correct under
+/// signal-fence semantics, not safe against a reader on another thread: on
+/// weakly ordered hardware a `compiler_fence` orders nothing between cores.
+#[cfg(not(loom))]
+pub(crate) use core::sync::atomic::compiler_fence as signal_fence;
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::fence as signal_fence;
 
 /// Builds an array of atomics: `const` normally, a runtime loop under loom
 /// (loom's atomics are not const-constructible).

@@ -38,11 +38,7 @@ use x86_64 as arch;
 
 use crate::stack::Stack;
 
-#[cfg(all(
-    not(loom),
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
+#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
 pub(crate) use arch::thread_pointer;
 
 /// The readable memory a walk may touch: `[lo, hi)`.
