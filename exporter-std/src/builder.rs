@@ -255,6 +255,18 @@ impl ProfilerBuilder {
         if self.serve_token.as_deref().is_some_and(|t| !valid_bearer_token(t)) {
             return Err(Error::InvalidBearerToken);
         }
+        // Without the endpoint compiled in, a requested one must not be
+        // silently missing (a scraper would find nothing and say nothing).
+        #[cfg(not(feature = "serve"))]
+        if let Some(addr) = &self.serve_addr {
+            return Err(config::config_error(
+                "serve_pprof",
+                addr,
+                "needs lowprof's `serve` cargo feature (on by default): make it enabled, or \
+                 remove serve_pprof"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 
@@ -305,8 +317,19 @@ fn valid_bearer_token(token: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// Built without the `serve` feature, asking for the endpoint is an
+    /// error at start, not a profiler that serves nothing.
+    #[cfg(not(feature = "serve"))]
+    #[test]
+    fn serve_pprof_without_the_feature_is_an_error() {
+        let e = super::ProfilerBuilder::default().serve_pprof("6060").validate().unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("serve_pprof") && msg.contains("`serve` cargo feature"), "{msg}");
+    }
+
     use super::*;
 
+    #[cfg(feature = "serve")] // else serve_pprof is an error of its own
     #[test]
     fn a_bare_serve_port_binds_loopback() {
         for (given, bound) in [
@@ -358,6 +381,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "serve")] // else serve_pprof is an error of its own
     #[test]
     fn serve_settings_are_checked_before_start() {
         for good in ["127.0.0.1:0", "[::1]:6060", "0.0.0.0:65535", "localhost:6060", "a.b-c_d:1"] {

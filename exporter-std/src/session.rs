@@ -103,6 +103,7 @@ impl Session {
 
     /// Sleeps for `duration`, or until the session is closed; returns
     /// whether it was closed.
+    #[cfg_attr(not(feature = "serve"), allow(dead_code))] // for the pull endpoint
     fn sleep_unless_closed(&self, duration: Duration) -> bool {
         let deadline = Instant::now() + duration;
         let mut closed = lock(&self.closed);
@@ -373,6 +374,7 @@ impl Session {
     /// of its own: other consumers' windows are not disturbed. Fails with
     /// [`Error::Stopped`] as soon as the session is closed, without waiting
     /// out `duration`.
+    #[cfg_attr(not(feature = "serve"), allow(dead_code))] // for the pull endpoint
     pub(crate) fn cpu_for(&self, duration: Duration) -> Result<Profile, Error> {
         if self.config.cpu_hz == 0 {
             return Err(Error::CpuDisabled);
