@@ -23,3 +23,18 @@ pub fn stat_as<T: std::str::FromStr>(stdout: &str, key: &str) -> T {
 pub fn stat(stdout: &str, key: &str) -> u64 {
     stat_as(stdout, key)
 }
+
+/// The total of `sample_type` over the samples of `profile` (read in
+/// process, not through `go tool pprof`) whose stack passes through a
+/// function whose name contains `function`.
+pub fn total_through(profile: &lowprof::Profile, sample_type: &str, function: &str) -> i64 {
+    let index = profile
+        .sample_type_index(sample_type)
+        .unwrap_or_else(|| panic!("no sample type {sample_type}"));
+    profile
+        .samples
+        .iter()
+        .filter(|s| profile.stack_names(s).iter().any(|n| n.contains(function)))
+        .map(|s| s.values[index])
+        .sum()
+}

@@ -8,6 +8,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use lowprof_tests::cpu::burn_cpu;
+use lowprof_tests::total_through;
 
 #[inline(never)]
 fn report_spin(ns: u64) {
@@ -52,13 +53,7 @@ fn the_final_cpu_profile_says_where_the_samples_went() {
     assert!(profiler.cpu_profile().unwrap().samples.is_empty());
     report_spin(200_000_000);
     let cpu = profiler.stop().unwrap().cpu.unwrap();
-    let ns = cpu.sample_type_index("cpu").unwrap();
-    let spin: i64 = cpu
-        .samples
-        .iter()
-        .filter(|s| cpu.stack_names(s).iter().any(|n| n.contains("report_spin")))
-        .map(|s| s.values[ns])
-        .sum();
+    let spin = total_through(&cpu, "cpu", "report_spin");
     assert!(spin >= 100_000_000, "report_spin: {spin} ns of 200 ms");
     assert!(cpu.comments.iter().all(|c| !c.contains("never called")), "{:?}", cpu.comments);
 }

@@ -61,13 +61,7 @@ fn restart() {
     // Give a stray drain of the first session every chance to happen.
     std::thread::sleep(Duration::from_millis(500));
     let heap = second.heap_profile().unwrap();
-    let space = heap.sample_type_index("alloc_space").unwrap();
-    let bytes: i64 = heap
-        .samples
-        .iter()
-        .filter(|s| heap.stack_names(s).iter().any(|n| n.contains("second_profiler_work")))
-        .map(|s| s.values[space])
-        .sum();
+    let bytes = lowprof_tests::total_through(&heap, "alloc_space", "second_profiler_work");
     println!("SECOND_ALLOC_SPACE {bytes}");
     drop(kept);
     second.stop().unwrap();
