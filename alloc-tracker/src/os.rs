@@ -5,7 +5,8 @@
 use core::ptr;
 
 /// Virtual size reserved per size class: 4 GiB, so 23 classes plus one for
-/// aligning the base take 96 GiB of address space (`MAP_NORESERVE`: no memory is committed until touched).
+/// aligning the base take 96 GiB of address space (`MAP_NORESERVE`: no
+/// memory is committed until touched).
 /// If that reservation fails (a `ulimit -v`, strict overcommit) the
 /// reservation shrinks by 4× at a time down to 16 MiB per class.
 const SUB_REGION_SHIFTS: [u32; 5] = [32, 30, 28, 26, 24];
