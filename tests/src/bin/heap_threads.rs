@@ -55,6 +55,18 @@ fn live_threads() -> std::io::Result<usize> {
     Ok(std::fs::read_dir("/proc/self/task")?.count())
 }
 
+/// Waits until the kernel has removed the given (joined) threads from
+/// `/proc/self/task`. `pthread_join` returns once the kernel clears the
+/// thread's tid word, which happens before the task is reaped, so a joined
+/// thread can still be listed for a moment. Panics after 10 s.
+fn wait_until_gone(tids: &[libc::pid_t]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tids.iter().any(|tid| std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()) {
+        assert!(Instant::now() < deadline, "joined threads still listed after 10 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Waits until every thread of the process is registered for the exact
 /// totals (a thread registers at its first allocation or free: lowprof's
 /// drainer when it first aggregates a record, its symbolizer when it first
@@ -107,7 +119,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let blocks = thread_site();
                 allocated.wait();
                 release.wait();
-                blocks
+                // SAFETY: gettid has no preconditions.
+                (unsafe { libc::gettid() }, blocks)
             })
         })
         .collect();
@@ -115,9 +128,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let registered_during = profiler.stats().heap.threads;
     release.wait();
     let mut from_threads = Vec::new();
+    let mut tids = Vec::new();
     for h in handles {
-        from_threads.push(h.join().map_err(|_| "thread panicked")?);
+        let (tid, blocks) = h.join().map_err(|_| "thread panicked")?;
+        tids.push(tid);
+        from_threads.push(blocks);
     }
+    wait_until_gone(&tids);
     // The threads have exited: their registrations are gone and their
     // counts folded into the totals.
     let stats = profiler.stats().heap;
