@@ -61,7 +61,8 @@ fn live_threads() -> std::io::Result<usize> {
 /// thread can still be listed for a moment. Panics after 10 s.
 fn wait_until_gone(tids: &[libc::pid_t]) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while tids.iter().any(|tid| std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()) {
+    let paths: Vec<String> = tids.iter().map(|tid| format!("/proc/self/task/{tid}")).collect();
+    while paths.iter().any(|path| std::path::Path::new(path).exists()) {
         assert!(Instant::now() < deadline, "joined threads still listed after 10 s");
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -134,10 +135,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tids.push(tid);
         from_threads.push(blocks);
     }
-    wait_until_gone(&tids);
     // The threads have exited: their registrations are gone and their
-    // counts folded into the totals.
+    // counts folded into the totals. (Read before waiting for /proc, whose
+    // polling allocates.)
     let stats = profiler.stats().heap;
+    wait_until_gone(&tids);
     println!("registered_before={registered_before}");
     println!("registered_during={registered_during}");
     println!("registered_after={}", stats.threads);
