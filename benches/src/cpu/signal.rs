@@ -12,15 +12,22 @@ use std::time::{Duration, Instant};
 
 use super::{CHUNK, DeepThread, gettid, median};
 
+/// The `si_overrun` of a [`Signal::ForgedTimer`]: lowprof's samples of
+/// forged signals weigh `1 + FORGED_OVERRUN`, its real timer's (almost
+/// always) 1.
+pub const FORGED_OVERRUN: i32 = 41;
+
 /// How a signal is sent to the calling thread. Either way the kernel
 /// delivers it on the way back from the system call, so the handler has run
 /// when [`Signal::send`] returns.
 #[derive(Clone, Copy)]
 pub enum Signal {
     /// `rt_tgsigqueueinfo(pid, tid, sig, &info)` with `si_code = SI_TIMER`,
-    /// `si_overrun = 0` and `si_value = value`: with `sig = SIGPROF` and
-    /// `value = lowprof_sampler::timer_cookie()` lowprof's handler takes it
-    /// for one of its timers' signals and samples (weight 1).
+    /// `si_overrun =` [`FORGED_OVERRUN`] and `si_value = value`: with
+    /// `sig = SIGPROF` and `value = lowprof_sampler::timer_cookie()`
+    /// lowprof's handler takes it for one of its timers' signals and samples
+    /// (weight `1 + FORGED_OVERRUN`, which tells these samples apart from
+    /// the real timer's).
     ForgedTimer {
         /// Signal number.
         sig: i32,
@@ -47,8 +54,14 @@ impl Signal {
             Signal::ForgedTimer { sig, value } => {
                 let t = Instant::now();
                 for _ in 0..n {
-                    lowprof_sampler::queue_timer_signal(pid, tid as i32, sig, value, 0)
-                        .expect("rt_tgsigqueueinfo");
+                    lowprof_sampler::queue_timer_signal(
+                        pid,
+                        tid as i32,
+                        sig,
+                        value,
+                        FORGED_OVERRUN,
+                    )
+                    .expect("rt_tgsigqueueinfo");
                 }
                 t.elapsed()
             }
