@@ -143,9 +143,10 @@ fn delta(a: Rss, b: Rss) -> (i64, i64, i64) {
     (b.total as i64 - a.total as i64, b.anon as i64 - a.anon as i64, b.file as i64 - a.file as i64)
 }
 
-/// Waits until the drainer has taken every record and the stack count has
-/// not changed for 200 ms (at most 10 s).
-fn settle(profiler: &lowprof::Profiler) -> lowprof::Stats {
+/// Waits until the drainer has aggregated at least `want` heap stacks and
+/// the stack count has not changed for 200 ms (at most 10 s: a drainer
+/// delayed past 200 ms must not pass for a settled one).
+fn settle(profiler: &lowprof::Profiler, want: usize) -> lowprof::Stats {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut last = profiler.stats();
     let mut stable_since = Instant::now();
@@ -156,7 +157,9 @@ fn settle(profiler: &lowprof::Profiler) -> lowprof::Stats {
             stable_since = Instant::now();
         }
         last = s;
-        if stable_since.elapsed() >= Duration::from_millis(200) || Instant::now() > deadline {
+        let settled =
+            last.heap_stacks >= want && stable_since.elapsed() >= Duration::from_millis(200);
+        if settled || Instant::now() > deadline {
             return last;
         }
     }
@@ -191,7 +194,7 @@ fn main() {
         from = to;
         std::thread::sleep(Duration::from_millis(60));
     }
-    let stats = settle(&profiler);
+    let stats = settle(&profiler, stacks as usize * 9 / 10);
     let r2 = rss();
     // Back to lowprof's default interval, so that heap_profile()'s own
     // allocations (on this thread) are sampled as in production rather than
