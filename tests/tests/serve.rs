@@ -57,8 +57,16 @@ fn a_pull_request_in_flight_ends_when_the_profiler_stops() {
     stream
         .write_all(b"GET /debug/pprof/profile?seconds=300 HTTP/1.1\r\nHost: lowprof\r\n\r\n")
         .unwrap();
-    // Let the request reach its CPU window, then stop the profiler.
-    std::thread::sleep(Duration::from_secs(2));
+    // Connections are accepted in order, so once a second request has been
+    // answered the first has been handed to its thread; give that thread
+    // a moment to reach its CPU window, then stop the profiler.
+    let mut probe = TcpStream::connect(&addr).unwrap();
+    probe.write_all(b"GET /debug/pprof/ HTTP/1.1\r\nHost: lowprof\r\n\r\n").unwrap();
+    probe.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut index = Vec::new();
+    probe.read_to_end(&mut index).unwrap();
+    assert!(index.starts_with(b"HTTP/1.1 200 "), "{}", String::from_utf8_lossy(&index));
+    std::thread::sleep(Duration::from_secs(1));
     let t = Instant::now();
     child.stdin.take().unwrap().write_all(b"stop\n").unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
