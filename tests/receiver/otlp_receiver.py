@@ -44,6 +44,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import struct
 import sys
 import threading
@@ -375,8 +376,19 @@ def rpc_status(code: int, message: str) -> bytes:
 class Receiver(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int, out_dir: str, script: list[dict[str, Any]]) -> None:
-        super().__init__(("127.0.0.1", port), Handler)
+    def __init__(
+        self, port: int, out_dir: str, script: list[dict[str, Any]], fd: int | None = None
+    ) -> None:
+        if fd is None:
+            super().__init__(("127.0.0.1", port), Handler)
+        else:
+            # A socket the parent bound (and kept from other processes):
+            # listen on it as it is.
+            super().__init__(("127.0.0.1", 0), Handler, bind_and_activate=False)
+            self.socket.close()
+            self.socket = socket.socket(fileno=fd)
+            self.server_address = self.socket.getsockname()
+            self.server_activate()
         self.out_path = os.path.join(out_dir, "requests.jsonl")
         self.script = script
         self.lock = threading.Lock()
@@ -527,7 +539,7 @@ def load_script(path: str | None) -> list[dict[str, Any]]:
 
 def serve(args: argparse.Namespace) -> int:
     os.makedirs(args.out, exist_ok=True)
-    server = Receiver(args.port, args.out, load_script(args.script))
+    server = Receiver(args.port, args.out, load_script(args.script), args.fd)
 
     def stop(_signum: int, _frame: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
@@ -559,6 +571,7 @@ def decode_file(path: str) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free one)")
+    parser.add_argument("--fd", type=int, help="listen on this inherited, bound socket instead of --port")
     parser.add_argument("--out", help="directory for requests.jsonl")
     parser.add_argument("--script", help="JSON fault script (see the module docs)")
     parser.add_argument("--decode", "--check", metavar="FILE", help="summarize a request body file and exit")

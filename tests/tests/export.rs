@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use support::{Receiver, require_python, run, stat};
+use support::{Receiver, ReservedPort, require_python, run, stat};
 
 const BIN: &str = env!("CARGO_BIN_EXE_otlp_export");
 
@@ -383,16 +383,16 @@ fn a_server_slower_than_the_timeout_is_retried() {
     if !require_python() {
         return;
     }
-    // The first request is answered after 5 s; the client gives up after
-    // 2 s (a timeout short enough to trip, long enough that the receiver's
-    // decoding on a loaded machine does not trip it too). The first round's
-    // attempt (at ~0.5 s) fails at ~2.5 s, and its retry comes by the
-    // backoff schedule.
-    let receiver = Receiver::start(0, Some(r#"[{"delay": 5.0}, {"status": 200}]"#));
-    let (stdout, _dir) = export(&receiver.url(), "1.2", "2000", latest_retry(3.5) + SLACK);
+    // The first request is answered after 10 s; the client gives up after
+    // 4 s (a timeout short enough to trip, long enough that the receiver's
+    // decoding on a loaded machine does not trip it too, on any round
+    // including the one stop() flushes). The first round's attempt (at
+    // ~0.5 s) fails at ~4.5 s, and its retry comes by the backoff schedule.
+    let receiver = Receiver::start(0, Some(r#"[{"delay": 10.0}, {"status": 200}]"#));
+    let (stdout, _dir) = export(&receiver.url(), "1.2", "4000", latest_retry(5.5) + SLACK);
     assert!(settled(&stdout), "the timed-out round was not retried in time: {stdout}");
     let requests = receiver.requests();
-    // The client gave up on the first request after 2 s and sent it
+    // The client gave up on the first request after 4 s and sent it
     // again. The slow server finished the first copy anyway, so it may hold
     // two: delivery over a timeout is at-least-once, as in every OTLP client.
     let first = ids(&requests[0]);
@@ -411,8 +411,9 @@ fn connection_refused_then_up_is_delivered() {
     if !require_python() {
         return;
     }
-    // A free port nobody listens on yet.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // A port that refuses connections until the receiver listens on it.
+    let reserved = ReservedPort::new();
+    let port = reserved.port;
     let url = format!("http://127.0.0.1:{port}");
     let files = tempfile::tempdir().unwrap();
     // The program works for 2 s, then waits until every round has an
@@ -429,7 +430,7 @@ fn connection_refused_then_up_is_delivered() {
         .unwrap();
     // The fault itself: nothing listens for DOWN seconds.
     std::thread::sleep(Duration::from_secs_f64(DOWN));
-    let receiver = Receiver::start(port, None);
+    let receiver = Receiver::start_on(reserved, None);
     let up = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     let up_after = spawned.elapsed().as_secs_f64();
     // The program stops by its deadline plus stop()'s flush; a hang fails
