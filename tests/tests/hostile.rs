@@ -7,8 +7,9 @@
 //! The read-only and full file systems are small tmpfs mounts inside a
 //! temporary directory, made only when running as root (and unmounted on
 //! drop); otherwise the read-only case uses a `chmod 0555` directory and
-//! the full-disk case is skipped with a message (the atomic writer's unit
-//! tests inject ENOSPC midway either way). The property tests over the
+//! the tmpfs full-disk case is skipped with a message. A file size limit
+//! (`RLIMIT_FSIZE`, in a child process) fails a write midway on every
+//! machine, and the atomic writer's unit tests inject ENOSPC midway too. The property tests over the
 //! builder options and `OTEL_*` variables are unit tests in
 //! `exporter-std/src/config/hostile.rs`.
 
@@ -261,4 +262,62 @@ fn a_full_file_system_is_an_error_and_leaves_nothing_partial() {
     assert_eq!(decoded.samples.len(), big.samples.len());
     big.write_flamegraph(target.with_file_name("cpu.svg")).expect("write_flamegraph with space");
     assert_eq!(names(dir), ["cpu.pb.gz", "cpu.svg"]);
+}
+
+/// Where the child run of [`size_limited_child`] writes.
+const SIZE_LIMIT_DIR: &str = "LOWPROF_SIZE_LIMIT_DIR";
+
+/// A full disk without mounting anything, so it runs on every machine
+/// (a tmpfs needs root with `CAP_SYS_ADMIN`): a child process whose file
+/// size limit (`RLIMIT_FSIZE`) is 16 KiB gets `EFBIG` midway through the
+/// big file, which goes through the same error and clean-up path as
+/// `ENOSPC`. A child, because the limit is per process and the other tests
+/// write files too.
+#[test]
+fn a_file_size_limit_is_an_error_and_leaves_nothing_partial() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path();
+    let target = dir.join("cpu.pb.gz");
+    fs::write(&target, b"old profile").expect("seed");
+    fs::write(target.with_file_name("cpu.svg"), b"old svg").expect("seed");
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "size_limited_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(SIZE_LIMIT_DIR, dir)
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed: {stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "the child test ran: {stdout}");
+    assert!(stderr.contains("CHILD CHECKED"), "{stderr}");
+    assert_eq!(fs::read(&target).expect("old"), b"old profile");
+    assert_eq!(fs::read(target.with_file_name("cpu.svg")).expect("old"), b"old svg");
+    assert_eq!(names(dir), ["cpu.pb.gz", "cpu.svg"]);
+}
+
+/// The child side of [`a_file_size_limit_is_an_error_and_leaves_nothing_partial`].
+#[test]
+#[ignore = "run in a child process by a_file_size_limit_is_an_error_and_leaves_nothing_partial"]
+fn size_limited_child() {
+    let dir = PathBuf::from(std::env::var_os(SIZE_LIMIT_DIR).expect(SIZE_LIMIT_DIR));
+    let big = profile(4000);
+    let limit: u64 = 16 * 1024;
+    assert!(
+        pprof::encode_gzip(&big).expect("encode").len() as u64 > 4 * limit,
+        "the profile must not fit under the limit"
+    );
+    // SAFETY: setting SIGXFSZ to SIG_IGN makes an over-limit write fail with
+    // EFBIG instead of killing the process; no handler runs.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let mut rlimit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `rlimit` is a valid, writable rlimit.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut rlimit) }, 0);
+    rlimit.rlim_cur = limit;
+    // SAFETY: `rlimit` is a valid rlimit; lowering the soft limit is allowed.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit) }, 0);
+    for message in write_errors(&big, &dir.join("cpu.pb.gz")) {
+        assert!(message.contains("File too large"), "{message}");
+        assert!(message.contains("free space"), "{message}");
+    }
+    eprintln!("CHILD CHECKED");
 }
