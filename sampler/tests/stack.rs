@@ -99,6 +99,22 @@ fn collect(work: impl FnOnce()) -> Vec<Sample> {
     collector.finish().into_iter().filter(|s| s.thread == me).collect()
 }
 
+/// This thread's samples while `work` runs, repeated (at most 20 times)
+/// until there are at least `min`. On a loaded machine the kernel can notice
+/// timer expiries late and fold many into one signal (one sample weighing
+/// `1 + overrun`), so a fixed amount of CPU may give far fewer samples than
+/// periods: 38 for 600 ms at 1000 Hz was seen with two busy loops running.
+fn collect_at_least(min: usize, mut work: impl FnMut()) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for _ in 0..20 {
+        samples.extend(collect(&mut work));
+        if samples.len() >= min {
+            break;
+        }
+    }
+    samples
+}
+
 #[test]
 fn stacks_are_real() {
     let syms = Symbols::load();
@@ -109,7 +125,7 @@ fn stacks_are_real() {
         syms.of(chain_b as *const () as usize),
         syms.of(chain_c as *const () as usize),
     );
-    let samples = collect(|| {
+    let samples = collect_at_least(50, || {
         black_box(chain_a(common::thread_cpu_nanos() + 600_000_000));
     });
     let in_c: Vec<&Sample> = samples.iter().filter(|s| c.contains(s.frames[0])).collect();
@@ -146,7 +162,7 @@ fn stacks_are_real() {
 
     // A stack deeper than MAX_FRAMES keeps its leaf end and says it was cut.
     let truncated_before = lowprof_sampler::stats().truncated;
-    let samples = collect(|| {
+    let samples = collect_at_least(5, || {
         black_box(recurse(200, common::thread_cpu_nanos() + 200_000_000));
     });
     let recurse_sym = syms.of(recurse as *const () as usize);
@@ -163,7 +179,7 @@ fn stacks_are_real() {
     // 2. sort_unstable under sorter.
     let sorter_sym = syms.of(sorter as *const () as usize);
     let scramble_sym = syms.of(scramble as *const () as usize);
-    let samples = collect(|| {
+    let samples = collect_at_least(50, || {
         black_box(sorter(common::thread_cpu_nanos() + 800_000_000));
     });
     let under_sorter: Vec<&Sample> = samples
