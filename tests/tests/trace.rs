@@ -109,7 +109,7 @@ fn check_mode(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     let stdout = run(dir.path(), mode);
     let spans = spans(&stdout);
-    assert_eq!(spans.len(), 32, "{stdout}");
+    assert_eq!(spans.len(), 16, "{stdout}");
     let cpu_file = dir.path().join("cpu.pb.gz");
     let cpu = raw(&go, &cpu_file);
     let (by_kind, by_span) = attribute(&cpu, "cpu", &spans);
