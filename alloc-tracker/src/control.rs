@@ -93,6 +93,20 @@ pub fn stop() {
     ENABLED.store(false, Ordering::Release);
 }
 
+/// Makes the exact totals safe to read in the child of a `fork`: only the
+/// forking thread exists there, so the registrations of every other thread
+/// are dropped (a counter update one of them had half done at the fork
+/// would otherwise make [`stats`] wait forever). The child's totals then
+/// count the forking thread and the threads that had exited before the
+/// fork. Async-signal-safe.
+///
+/// Call it from a `pthread_atfork` child handler, before the child starts
+/// any thread; the `lowprof` crate's handlers do.
+#[cfg(feature = "std")]
+pub fn after_fork_in_child() {
+    thread::after_fork_in_child();
+}
+
 /// Changes the mean interval at run time. The calling thread switches at
 /// once, every other thread at its next sample; every sample keeps the
 /// weight of the interval it was drawn at, so estimates stay unbiased

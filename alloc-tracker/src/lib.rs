@@ -86,6 +86,8 @@ mod thread;
 use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::Ordering;
 
+#[cfg(feature = "std")]
+pub use control::after_fork_in_child;
 pub use control::{
     ControlError, HeapEvent, HeapStats, RECORD_WORDS, drain, enabled, for_each_live, init_region,
     interval, is_installed, next_sample_id, release_freed_memory, set_interval,

@@ -51,7 +51,9 @@ pub(crate) static INSTALLED: AtomicBool = AtomicBool::new(false);
 pub(crate) static NEW_THREAD_HOOK: core::sync::atomic::AtomicUsize =
     core::sync::atomic::AtomicUsize::new(0);
 
-/// Calls the new-thread hook, if any. Slow path only.
+/// Calls the new-thread hook, if any. Slow path only. (Without std there
+/// are no threads to register, so nothing calls it.)
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
 pub(crate) fn run_new_thread_hook() {
     let hook = NEW_THREAD_HOOK.load(core::sync::atomic::Ordering::Acquire);
     if hook != 0 {

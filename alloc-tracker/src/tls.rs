@@ -232,6 +232,27 @@ pub(crate) fn totals() -> (Totals, u64) {
     (REGISTRY.totals_with(std::thread::yield_now), REGISTRY.unregistered())
 }
 
+/// In the child of a `fork`: keeps only the calling thread's registration
+/// (with its new thread id) and frees every other, whose threads do not
+/// exist here. See [`ThreadRegistry::retain_only_after_fork`].
+pub(crate) fn after_fork_in_child() {
+    let tid = crate::os::gettid();
+    let keep = STATE
+        .try_with(|s| {
+            if s.registered.get() != REGISTERED {
+                return None;
+            }
+            s.tid.set(tid);
+            s.registration.get().map(|r| (r, tid))
+        })
+        .ok()
+        .flatten();
+    // SAFETY: called only from the child's fork handler (the contract of
+    // `lowprof_alloc::after_fork_in_child`), and `keep` is this thread's
+    // own registration.
+    unsafe { REGISTRY.retain_only_after_fork(keep) };
+}
+
 /// Threads registered now.
 pub(crate) fn threads() -> usize {
     REGISTRY.registered()

@@ -320,6 +320,43 @@ impl<const N: usize> ThreadRegistry<N> {
         }
     }
 
+    /// Makes the registry safe to use in the child of a `fork`, where only
+    /// the forking thread exists. Every other thread's slot is freed without
+    /// touching its counters: that thread never runs again, a read or
+    /// update it had half done at the fork never finishes (a counter left
+    /// mid-update would make [`ThreadCounters::totals`] wait forever), and
+    /// its thread-local storage is not the child's to read. `keep` is the
+    /// calling thread's registration, if it has one, with its new owner id
+    /// (its thread id in the child); it stays, released by any reader that
+    /// held it. Exits that were in progress at the fork are marked ended.
+    ///
+    /// Totals read in the child afterwards count the forking thread and
+    /// the threads that had exited before the fork.
+    ///
+    /// Async-signal-safe (atomic loads and stores only).
+    ///
+    /// # Safety
+    ///
+    /// Call only in the child of a `fork`, before it starts any thread (a
+    /// `pthread_atfork` child handler), with `keep` the calling thread's
+    /// own registration.
+    pub unsafe fn retain_only_after_fork(&self, keep: Option<(Registration, u64)>) {
+        let hw = self.high_water.load(Ordering::Acquire).min(N);
+        for (i, slot) in self.slots[..hw].iter().enumerate() {
+            match keep {
+                Some((Registration(k), owner)) if k == i => {
+                    slot.owner.store(owner, Ordering::Relaxed);
+                    slot.state.store(LIVE, Ordering::Release);
+                }
+                _ => {
+                    slot.counters.store(core::ptr::null_mut(), Ordering::Relaxed);
+                    slot.state.store(FREE, Ordering::Release);
+                }
+            }
+        }
+        self.exits_ended.store(self.exits_begun.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
     /// Threads registered now.
     pub fn registered(&self) -> usize {
         let hw = self.high_water.load(Ordering::Acquire).min(N);
@@ -383,6 +420,54 @@ mod tests {
         assert_eq!(r.totals().alloc_count, 3, "exited threads keep counting in the totals");
         // SAFETY: as above.
         assert!(unsafe { r.register(2, &b) }.is_some(), "the slot is reused");
+    }
+
+    /// What a fork can leave behind: a reader holding one thread's slot, a
+    /// thread half way through updating its counters, an exit in progress.
+    /// None of them ever finishes in the child.
+    #[test]
+    fn a_forked_child_keeps_its_own_thread_and_never_waits_for_the_dead() {
+        let r: ThreadRegistry<4> = ThreadRegistry::new();
+        let (own, reading, updating) =
+            (ThreadCounters::new(), ThreadCounters::new(), ThreadCounters::new());
+        // SAFETY: all three outlive the registry's use of them in this test.
+        let keep = unsafe { r.register(1, &own) }.unwrap();
+        // SAFETY: as above.
+        unsafe { r.register(2, &reading) }.unwrap();
+        // SAFETY: as above.
+        unsafe { r.register(3, &updating) }.unwrap();
+        own.allocs.add_owned(5);
+        r.fold_unregistered(&{
+            let exited = ThreadCounters::new();
+            exited.allocs.add_owned(7);
+            exited
+        });
+        // The state at the fork.
+        r.slots[0].state.store(READING, Ordering::Relaxed);
+        r.slots[1].state.store(READING, Ordering::Relaxed);
+        updating.seq.store(1, Ordering::Relaxed);
+        r.exits_begun.fetch_add(1, Ordering::SeqCst);
+
+        // SAFETY: the test stands in for the child's fork handler; `keep` is
+        // `own`'s registration.
+        unsafe { r.retain_only_after_fork(Some((keep, 42))) };
+        assert_eq!(r.registered(), 1);
+        let mut owners = [(0u64, 0u64); 4];
+        let mut live = 0;
+        r.for_each_live(|owner, t| {
+            owners[live] = (owner, t.alloc_count);
+            live += 1;
+        });
+        assert_eq!(owners[..live], [(42, 5)], "the forking thread stays, under its new id");
+        // Returns at once, without the half-updated thread: the forking
+        // thread's counts and those of threads that had exited.
+        assert_eq!(r.totals().alloc_count, 5 + 7);
+        // The forking thread can still exit (no reader holds its slot).
+        r.unregister(keep, &own);
+        assert_eq!((r.registered(), r.totals().alloc_count), (0, 12));
+        // Freed slots are reusable.
+        // SAFETY: as above.
+        assert!(unsafe { r.register(9, &reading) }.is_some());
     }
 
     #[test]

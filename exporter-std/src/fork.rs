@@ -7,7 +7,8 @@
 //!                         bounded: a holder that cannot go on is skipped)
 //!                parent: release what prepare took
 //!                child:  release it (or start an empty name table if it
-//!                        was not taken); stop heap sampling; mark FORKED
+//!                        was not taken); drop the other threads' exact-total
+//!                        registrations; stop heap sampling; mark FORKED
 //!  child:  only T1's copy runs. No drainer, no timers (POSIX timers and
 //!          ITIMER_PROF are not inherited, pending signals are cleared).
 //! ```
@@ -62,6 +63,10 @@ extern "C" fn parent() {
 extern "C" fn child() {
     // SAFETY: this is the child's fork handler, on the forking thread.
     unsafe { crate::trace::unlock_names_in_child() };
+    // The other threads' exact-total registrations go, whether or not a
+    // profiler runs: one of them may have been mid-update at the fork, and
+    // `stats()` would wait for it forever (seen once in CI).
+    lowprof_alloc::after_fork_in_child();
     if crate::profiler::is_running() {
         // An atomic store: async-signal-safe, as a child handler must be.
         lowprof_alloc::stop();

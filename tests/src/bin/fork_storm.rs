@@ -9,7 +9,7 @@
 //! exits 0. A child that is not done within 10 s is killed and reported.
 //! The child also asks the parent's profiler for a heap profile (it must
 //! answer `ForkedChild` at once) and for its stats (at once, with heap
-//! sampling off). Afterwards the parent's profiler must still
+//! sampling off and only its own thread registered for the exact totals). Afterwards the parent's profiler must still
 //! work: writes `heap.pb.gz` (with a known site live throughout) and prints
 //! `children_ok=<n>`.
 
@@ -62,6 +62,13 @@ fn child_body(parent: &lowprof::Profiler, inherited: Vec<Vec<u8>>) -> i32 {
     if stats.heap.enabled {
         eprintln!("child: heap sampling is still on");
         return 6;
+    }
+    // Only this thread exists here, and only it stays registered for the
+    // exact totals (the others' registrations were dropped at the fork, so
+    // a counter update one of them had half done cannot hang `stats()`).
+    if stats.heap.threads != 1 {
+        eprintln!("child: {} threads registered, want 1", stats.heap.threads);
+        return 7;
     }
     drop(inherited);
     let mut keep = Vec::new();
