@@ -94,17 +94,23 @@ pub fn stop() {
 }
 
 /// Makes the exact totals safe to read in the child of a `fork`: only the
-/// forking thread exists there, so the registrations of every other thread
-/// are dropped (a counter update one of them had half done at the fork
-/// would otherwise make [`stats`] wait forever). The child's totals then
-/// count the forking thread and the threads that had exited before the
-/// fork. Async-signal-safe.
+/// forking thread exists there, so every other thread's registration is
+/// retired, its counts read once as they were at the fork (a counter update
+/// one of them had half done would otherwise make [`stats`] wait forever).
+/// The child's totals then continue from the parent's at the fork.
+/// Async-signal-safe. The `lowprof` crate's fork handler calls it.
 ///
-/// Call it from a `pthread_atfork` child handler, before the child starts
-/// any thread; the `lowprof` crate's handlers do.
+/// # Safety
+///
+/// Call it only in the child of `fork()` (never after `vfork` or in any
+/// process sharing memory with another), from a `pthread_atfork` child
+/// handler or otherwise before the child starts any thread. Called where
+/// other threads run, it would free registrations that live threads and
+/// readers still use.
 #[cfg(feature = "std")]
-pub fn after_fork_in_child() {
-    thread::after_fork_in_child();
+pub unsafe fn after_fork_in_child() {
+    // SAFETY: the caller's contract.
+    unsafe { thread::after_fork_in_child() };
 }
 
 /// Changes the mean interval at run time. The calling thread switches at

@@ -233,24 +233,29 @@ pub(crate) fn totals() -> (Totals, u64) {
 }
 
 /// In the child of a `fork`: keeps only the calling thread's registration
-/// (with its new thread id) and frees every other, whose threads do not
+/// (with its new thread id) and retires every other, whose threads do not
 /// exist here. See [`ThreadRegistry::retain_only_after_fork`].
-pub(crate) fn after_fork_in_child() {
+///
+/// # Safety
+///
+/// As [`crate::after_fork_in_child`].
+pub(crate) unsafe fn after_fork_in_child() {
     let tid = crate::os::gettid();
-    let keep = STATE
+    let (keep, unregistered) = STATE
         .try_with(|s| {
-            if s.registered.get() != REGISTERED {
-                return None;
+            if s.registered.get() != NEW {
+                s.tid.set(tid);
             }
-            s.tid.set(tid);
-            s.registration.get().map(|r| (r, tid))
+            match (s.registered.get(), s.registration.get()) {
+                (REGISTERED, Some(r)) => (Some((r, tid)), false),
+                (NO_SLOT, _) => (None, true),
+                _ => (None, false),
+            }
         })
-        .ok()
-        .flatten();
-    // SAFETY: called only from the child's fork handler (the contract of
-    // `lowprof_alloc::after_fork_in_child`), and `keep` is this thread's
-    // own registration.
-    unsafe { REGISTRY.retain_only_after_fork(keep) };
+        .unwrap_or((None, false));
+    // SAFETY: the caller's contract (a forked child, before any other
+    // thread starts); `keep` is this thread's own registration.
+    unsafe { REGISTRY.retain_only_after_fork(keep, unregistered) };
 }
 
 /// Threads registered now.

@@ -110,6 +110,19 @@ impl ThreadCounters {
         self.countdown.get() as i64
     }
 
+    /// The totals read once, without waiting for a writer: for counters
+    /// whose owner will never run again (see
+    /// [`ThreadRegistry::retain_only_after_fork`]). If the owner stopped
+    /// mid-update, bytes allocated may be off by one sampling gap.
+    fn totals_as_they_are(&self) -> Totals {
+        Totals {
+            alloc_count: self.allocs.get(),
+            alloc_bytes: self.gap_sum.get().wrapping_sub(self.countdown.get()),
+            free_count: self.frees.get(),
+            free_bytes: self.free_bytes.get(),
+        }
+    }
+
     /// A consistent copy of the totals. Safe from any thread (the registry
     /// makes sure the counters still exist).
     pub fn totals(&self) -> Totals {
@@ -321,40 +334,62 @@ impl<const N: usize> ThreadRegistry<N> {
     }
 
     /// Makes the registry safe to use in the child of a `fork`, where only
-    /// the forking thread exists. Every other thread's slot is freed without
-    /// touching its counters: that thread never runs again, a read or
-    /// update it had half done at the fork never finishes (a counter left
-    /// mid-update would make [`ThreadCounters::totals`] wait forever), and
-    /// its thread-local storage is not the child's to read. `keep` is the
-    /// calling thread's registration, if it has one, with its new owner id
-    /// (its thread id in the child); it stays, released by any reader that
-    /// held it. Exits that were in progress at the fork are marked ended.
+    /// the forking thread exists. Every other thread's registration is
+    /// retired: its counters are read once, as they are (no waiting: an
+    /// update it had half done at the fork never finishes, and waiting for
+    /// it is how a child once hung in `totals`), added to the retired
+    /// totals, and its slot is freed. `keep` is the calling thread's
+    /// registration, if it has one, with its new owner id (its thread id in
+    /// the child); it stays, released by any reader that held it. Exits in
+    /// progress at the fork are marked ended, and threads that never got a
+    /// slot (and will never exit here) are no longer counted as such, except
+    /// the caller if `caller_unregistered`.
     ///
-    /// Totals read in the child afterwards count the forking thread and
-    /// the threads that had exited before the fork.
+    /// Totals in the child then match the parent's at the fork, except that
+    /// a thread caught mid-update may be off by one sampling gap in bytes
+    /// allocated, and a thread caught mid-exit may be counted partly.
     ///
     /// Async-signal-safe (atomic loads and stores only).
     ///
     /// # Safety
     ///
-    /// Call only in the child of a `fork`, before it starts any thread (a
-    /// `pthread_atfork` child handler), with `keep` the calling thread's
-    /// own registration.
-    pub unsafe fn retain_only_after_fork(&self, keep: Option<(Registration, u64)>) {
-        let hw = self.high_water.load(Ordering::Acquire).min(N);
-        for (i, slot) in self.slots[..hw].iter().enumerate() {
-            match keep {
-                Some((Registration(k), owner)) if k == i => {
-                    slot.owner.store(owner, Ordering::Relaxed);
-                    slot.state.store(LIVE, Ordering::Release);
-                }
-                _ => {
-                    slot.counters.store(core::ptr::null_mut(), Ordering::Relaxed);
-                    slot.state.store(FREE, Ordering::Release);
+    /// Call only in the child of a `fork` (separate memory), before it starts
+    /// any thread (a `pthread_atfork` child handler), with `keep` the calling
+    /// thread's own registration. The other threads' counters are read:
+    /// `fork` copied their memory, and nothing has released it yet.
+    pub unsafe fn retain_only_after_fork(
+        &self,
+        keep: Option<(Registration, u64)>,
+        caller_unregistered: bool,
+    ) {
+        // Every slot, not only those below `high_water`: a thread forked
+        // between marking its slot LIVE and raising the mark left one above.
+        for (i, slot) in self.slots.iter().enumerate() {
+            let state = slot.state.load(Ordering::Acquire);
+            if state == FREE {
+                continue;
+            }
+            if let Some((_, owner)) = keep.filter(|(r, _)| r.0 == i) {
+                slot.owner.store(owner, Ordering::Relaxed);
+                slot.state.store(LIVE, Ordering::Release);
+                continue;
+            }
+            if matches!(state, LIVE | READING) {
+                // SAFETY: a LIVE or READING slot holds the address of its
+                // thread's counters, which stay in place until that thread
+                // unregisters; it never will (it does not exist here), and
+                // the caller's contract says the memory is still there.
+                if let Some(counters) = unsafe { slot.counters.load(Ordering::Relaxed).as_ref() } {
+                    self.add_retired(&counters.totals_as_they_are());
                 }
             }
+            // CLAIMING: its counters were never readable; EXITING: they are
+            // in `retired` already, or partly.
+            slot.counters.store(core::ptr::null_mut(), Ordering::Relaxed);
+            slot.state.store(FREE, Ordering::Release);
         }
         self.exits_ended.store(self.exits_begun.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.unregistered.store(u64::from(caller_unregistered), Ordering::Relaxed);
     }
 
     /// Threads registered now.
@@ -423,20 +458,29 @@ mod tests {
     }
 
     /// What a fork can leave behind: a reader holding one thread's slot, a
-    /// thread half way through updating its counters, an exit in progress.
-    /// None of them ever finishes in the child.
+    /// thread half way through updating its counters, an exit in progress,
+    /// a LIVE slot above `high_water` (registration forked between its two
+    /// steps), a thread that never got a slot. None of them ever finishes in
+    /// the child.
     #[test]
     fn a_forked_child_keeps_its_own_thread_and_never_waits_for_the_dead() {
         let r: ThreadRegistry<4> = ThreadRegistry::new();
-        let (own, reading, updating) =
-            (ThreadCounters::new(), ThreadCounters::new(), ThreadCounters::new());
-        // SAFETY: all three outlive the registry's use of them in this test.
+        let (own, reading, updating, late) = (
+            ThreadCounters::new(),
+            ThreadCounters::new(),
+            ThreadCounters::new(),
+            ThreadCounters::new(),
+        );
+        // SAFETY: all four outlive the registry's use of them in this test.
         let keep = unsafe { r.register(1, &own) }.unwrap();
         // SAFETY: as above.
         unsafe { r.register(2, &reading) }.unwrap();
         // SAFETY: as above.
         unsafe { r.register(3, &updating) }.unwrap();
         own.allocs.add_owned(5);
+        reading.allocs.add_owned(100);
+        updating.allocs.add_owned(1000);
+        late.allocs.add_owned(10_000);
         r.fold_unregistered(&{
             let exited = ThreadCounters::new();
             exited.allocs.add_owned(7);
@@ -447,11 +491,16 @@ mod tests {
         r.slots[1].state.store(READING, Ordering::Relaxed);
         updating.seq.store(1, Ordering::Relaxed);
         r.exits_begun.fetch_add(1, Ordering::SeqCst);
+        r.slots[3].counters.store((&raw const late).cast_mut(), Ordering::Relaxed);
+        r.slots[3].state.store(LIVE, Ordering::Relaxed);
+        r.unregistered.store(5, Ordering::Relaxed);
+        assert_eq!(r.high_water.load(Ordering::Relaxed), 3, "slot 3 is above the mark");
 
         // SAFETY: the test stands in for the child's fork handler; `keep` is
-        // `own`'s registration.
-        unsafe { r.retain_only_after_fork(Some((keep, 42))) };
+        // `own`'s registration and every counter is still in place.
+        unsafe { r.retain_only_after_fork(Some((keep, 42)), false) };
         assert_eq!(r.registered(), 1);
+        assert_eq!(r.unregistered(), 0);
         let mut owners = [(0u64, 0u64); 4];
         let mut live = 0;
         r.for_each_live(|owner, t| {
@@ -459,12 +508,13 @@ mod tests {
             live += 1;
         });
         assert_eq!(owners[..live], [(42, 5)], "the forking thread stays, under its new id");
-        // Returns at once, without the half-updated thread: the forking
-        // thread's counts and those of threads that had exited.
-        assert_eq!(r.totals().alloc_count, 5 + 7);
+        // Returns at once (the half-updated thread is read as it was), and
+        // nothing counted before the fork is lost.
+        assert_eq!(r.totals().alloc_count, 5 + 100 + 1000 + 10_000 + 7);
         // The forking thread can still exit (no reader holds its slot).
         r.unregister(keep, &own);
-        assert_eq!((r.registered(), r.totals().alloc_count), (0, 12));
+        assert_eq!((r.registered(), r.totals().alloc_count), (0, 11_112));
+        assert_eq!(r.slots[3].state.load(Ordering::Relaxed), FREE);
         // Freed slots are reusable.
         // SAFETY: as above.
         assert!(unsafe { r.register(9, &reading) }.is_some());

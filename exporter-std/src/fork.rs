@@ -7,8 +7,9 @@
 //!                         bounded: a holder that cannot go on is skipped)
 //!                parent: release what prepare took
 //!                child:  release it (or start an empty name table if it
-//!                        was not taken); drop the other threads' exact-total
-//!                        registrations; stop heap sampling; mark FORKED
+//!                        was not taken); retire the other threads'
+//!                        exact-total registrations; stop heap sampling;
+//!                        mark FORKED
 //!  child:  only T1's copy runs. No drainer, no timers (POSIX timers and
 //!          ITIMER_PROF are not inherited, pending signals are cleared).
 //! ```
@@ -66,7 +67,9 @@ extern "C" fn child() {
     // The other threads' exact-total registrations go, whether or not a
     // profiler runs: one of them may have been mid-update at the fork, and
     // `stats()` would wait for it forever (seen once in CI).
-    lowprof_alloc::after_fork_in_child();
+    // SAFETY: this is the child's fork handler: separate memory, and no
+    // thread but this one.
+    unsafe { lowprof_alloc::after_fork_in_child() };
     if crate::profiler::is_running() {
         // An atomic store: async-signal-safe, as a child handler must be.
         lowprof_alloc::stop();
