@@ -185,10 +185,11 @@ fn four_threads_and_churn() {
         );
         // Each thread's samples are its own, in proportion to its CPU time.
         // The bound allows what the per-thread floor below allows: one
-        // thread captured at 50 % and three at 100 % give it 1/7 of the
-        // samples for 1/4 of the CPU, 0.107 off.
+        // thread captured at 100 % and three at 50 % give it 0.4 of the
+        // samples for 0.25 of the CPU, 0.15 off (0.172 at worst with unequal
+        // CPU times).
         assert!(
-            (share - cpu_share).abs() <= 0.11,
+            (share - cpu_share).abs() <= 0.18,
             "thread {tid} share {share:.3} of {cpu_share:.3}"
         );
         // A per-thread CPU timer expires once per period of that thread's CPU

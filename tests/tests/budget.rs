@@ -35,8 +35,6 @@ fn heap_storm_at_ten_times_the_budget_stays_near_it_and_unbiased() {
     let storm_interval = stat_as::<f64>(&stdout, "interval_storm");
     assert!(storm_interval >= 4.0 * 65536.0, "the interval grew: {storm_interval}");
     assert_eq!(stat_as::<f64>(&stdout, "interval_after"), 65536.0, "and came back");
-    // Within the program's 13 s of quiet (~2 s on an idle machine).
-    assert!(stat_as::<f64>(&stdout, "quiet_secs") < 13.0, "{stdout}");
     let rate = stat_as::<f64>(&stdout, "storm_rate");
     assert!((rate / 100.0 - 1.0).abs() <= 0.20, "{rate} heap samples/s, budget 100 ± 20 %");
     // The storm site's bytes, sampled at 64 KiB and then at ~10× that.
