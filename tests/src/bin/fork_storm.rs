@@ -64,8 +64,8 @@ fn child_body(parent: &lowprof::Profiler, inherited: Vec<Vec<u8>>) -> i32 {
         return 6;
     }
     // Only this thread exists here, and only it stays registered for the
-    // exact totals (the others' registrations were dropped at the fork, so
-    // a counter update one of them had half done cannot hang `stats()`).
+    // exact totals (the others' were retired at the fork, so a counter
+    // update one of them had half done cannot hang `stats()`).
     if stats.heap.threads != 1 {
         eprintln!("child: {} threads registered, want 1", stats.heap.threads);
         return 7;
