@@ -49,7 +49,6 @@ pub mod ring;
 pub mod stack;
 pub mod unwind;
 
-#[cfg(not(loom))]
 pub mod registry;
 
 pub use pad::CachePadded;

@@ -9,8 +9,9 @@
 //! 4096 through the inner allocator (jemalloc's promotion trick) costs 1–2 µs
 //! per sample through glibc (memalign plus fresh pages), +3.7–4.6 ns per
 //! malloc/free pair at 512 KiB (measured with an early pairs bench). Owning
-//! the memory of sampled blocks instead makes the free test `ptr - base < len`
-//! and keeps the inner allocator's slow paths out of sampling entirely.
+//! the memory of sampled blocks instead makes the free test
+//! `(top - ptr) >> FILTER_SHIFT == 0` ([`in_filter_window`]) and keeps
+//! the inner allocator's slow paths out of sampling entirely.
 //!
 //! # Layout
 //!
@@ -53,6 +54,29 @@ pub const MIN_SLOT_SHIFT: u32 = 6;
 pub const MAX_CLASSES: usize = 23;
 /// Largest sub-region per class the free list can index (2^31 slots).
 const MAX_SUB_SHIFT: u32 = MIN_SLOT_SHIFT + 31;
+
+/// log2 of the window [`in_filter_window`] tests: 128 GiB on 64-bit
+/// targets, enough for every class at 4 GiB each (23 × 4 GiB = 92 GiB).
+pub const FILTER_SHIFT: u32 = if usize::BITS >= 64 { 37 } else { usize::BITS - 1 };
+/// The filter's `top` before initialisation. `FILTER_NONE - ptr` is below
+/// `2^FILTER_SHIFT` only for pointers less than `2^FILTER_SHIFT` under
+/// `2^(BITS-1)`: on 64-bit targets, above all of user space (x86_64 and
+/// aarch64 user addresses stay below 2^48 or 2^57), so no user pointer
+/// matches. On 32-bit targets that window is most of memory: there,
+/// lowprof-alloc uses the exact [`Region::contains`] instead.
+pub const FILTER_NONE: usize = 1 << (usize::BITS - 1);
+
+/// Whether `ptr` lies in the filter window that ends at `top` (inclusive):
+/// `(top - 2^FILTER_SHIFT, top]`; for [`FILTER_NONE`], no user pointer.
+///
+/// The free fast path, with a thread's own copy of `top`: a load, a
+/// subtraction, a shift and a branch. `top - ptr` rather than
+/// `ptr - base` because the loaded value is the one overwritten, so the
+/// pointer (still needed for the free) is not copied first.
+#[inline(always)]
+pub fn in_filter_window(top: usize, ptr: usize) -> bool {
+    top.wrapping_sub(ptr) >> FILTER_SHIFT == 0
+}
 
 /// Why [`Region::init`] refused memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +174,9 @@ struct Class {
 /// The sampled-block region. One per process, initialised once with memory
 /// that stays mapped for the life of the process.
 pub struct Region {
+    /// `base + 2^FILTER_SHIFT - 1` once initialised, else [`FILTER_NONE`]
+    /// ([`Region::filter_top`]). Written once, after `len`.
+    filter_top: AtomicUsize,
     /// 0 until initialised; written once, after `base` and `sub_shift`.
     len: AtomicUsize,
     /// Set by the one `init` call allowed to write the layout.
@@ -171,6 +198,7 @@ impl Region {
     #[cfg(not(loom))]
     pub const fn new() -> Self {
         Self {
+            filter_top: AtomicUsize::new(FILTER_NONE),
             len: AtomicUsize::new(0),
             claimed: crate::sync::AtomicBool::new(false),
             base: AtomicUsize::new(0),
@@ -191,6 +219,7 @@ impl Region {
     #[cfg(loom)]
     pub fn new() -> Self {
         Self {
+            filter_top: AtomicUsize::new(FILTER_NONE),
             len: AtomicUsize::new(0),
             claimed: crate::sync::AtomicBool::new(false),
             base: AtomicUsize::new(0),
@@ -287,7 +316,11 @@ impl Region {
             Ordering::Release,
             Ordering::Relaxed,
         ) {
-            Ok(_) => Ok(classes),
+            Ok(_) => {
+                let top = base.wrapping_add((1usize << FILTER_SHIFT) - 1);
+                self.filter_top.store(top, Ordering::Release);
+                Ok(classes)
+            }
             Err(_) => Err(RegionError::AlreadyInitialised),
         }
     }
@@ -307,6 +340,17 @@ impl Region {
         // real base (never the initial 0, which would make low pointers match).
         let len = self.len.load(Ordering::Acquire);
         ptr.wrapping_sub(self.base.load(Ordering::Relaxed)) < len
+    }
+
+    /// The `top` for [`in_filter_window`]: `base + 2^FILTER_SHIFT - 1` once
+    /// initialised, else [`FILTER_NONE`]. With it, the filter is true for
+    /// every pointer in the region, and for no pointer outside
+    /// `[base, base + 2^FILTER_SHIFT)`; confirm with [`Region::contains`].
+    /// If the caller reserved that whole window for the region
+    /// (lowprof-alloc does on 64-bit std targets), nothing else matches.
+    #[inline(always)]
+    pub fn filter_top(&self) -> usize {
+        self.filter_top.load(Ordering::Relaxed)
     }
 
     /// Largest block (with its alignment) a slot can hold, or 0 before init.
@@ -763,6 +807,34 @@ mod tests {
         r.abandon(c);
         assert!(!r.contains(base.wrapping_sub(1)));
         assert!(!r.contains(base + len + 4096));
+    }
+
+    #[test]
+    fn the_free_filter_matches_every_region_pointer_and_nothing_before_init() {
+        let (_buf, base, len) = memory(1 << 20);
+        let r = Region::new();
+        // Before init: no pointer at all, including 0 and the top of memory.
+        // (Up to the top of 57-bit user space; the kernel's half, above
+        // 2^63, is not a pointer a program frees.)
+        for ptr in [0, 1, 4096, base, (1 << 47) - 1, (1 << 57) - 1] {
+            assert!(!in_filter_window(r.filter_top(), ptr), "{ptr:#x} before init");
+        }
+        // SAFETY: `_buf` outlives `r` in this test and nothing else uses it.
+        unsafe { r.init(base, len) }.unwrap();
+        // The base the region chose (aligned to its largest slot).
+        let region_base = r.filter_top() + 1 - (1usize << FILTER_SHIFT);
+        assert!(region_base >= base && region_base < base + len);
+        let a = r.alloc(100, 8).unwrap();
+        assert!(in_filter_window(r.filter_top(), a.user) && r.contains(a.user));
+        let window = 1usize << FILTER_SHIFT;
+        // The window: a superset of the region, and nothing outside it.
+        assert!(in_filter_window(r.filter_top(), region_base + len - 1 - (region_base - base)));
+        assert!(in_filter_window(r.filter_top(), region_base + window - 1), "inside the window");
+        assert!(!r.contains(region_base + window - 1), "… but not the region");
+        assert!(!in_filter_window(r.filter_top(), region_base + window));
+        assert!(!in_filter_window(r.filter_top(), region_base - 1));
+        assert!(!in_filter_window(r.filter_top(), 0));
+        r.abandon(a);
     }
 
     #[test]

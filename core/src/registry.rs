@@ -10,6 +10,10 @@
 //!    seq        odd while the slow path rewrites countdown and gap_sum together
 //!    bytes allocated = gap_sum − countdown   (no counter of its own on the fast path)
 //!
+//!    filter_top   the top of the sampled-block region's window, for the
+//!                 free fast path (`live::in_filter_window`): FILTER_NONE
+//!                 until published
+//!
 //!  ThreadRegistry (static)
 //!    slots[i] = { state, counters: *const ThreadCounters, owner }
 //!        FREE ─claim─► LIVE ◄─► READING (a reader copies the counters)
@@ -23,8 +27,18 @@
 //! A reader never touches a thread's counters unless it holds the slot in
 //! READING, and an exiting thread waits (spins, briefly: a reader copies six
 //! words) until no reader holds it before its thread-local storage can go.
+//!
+//! [`ThreadRegistry::publish_filter_top`] hands that value, once, to every
+//! registered thread the same way (holding each slot in READING), and keeps
+//! it for threads that register later. A thread registering while it is
+//! published is covered by a store-buffering pair of `SeqCst` fences: the
+//! publisher stores the value, fences, then scans the slots; the
+//! registering thread marks its slot live, fences, then reads the value. At
+//! least one of them sees the other, and both only ever write that one value
+//! (model-checked with loom: `loom_publication_reaches_a_registering_thread`).
 
 use crate::counters::OwnedCounter;
+use crate::live::FILTER_NONE;
 use crate::sync::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence};
 
 /// Exact totals of one thread, or of all of them.
@@ -67,6 +81,11 @@ pub struct ThreadCounters {
     /// Bytes released by deallocations.
     pub free_bytes: OwnedCounter,
     seq: AtomicU64,
+    /// The top of the sampled-block region's window as this thread's free
+    /// fast path reads it ([`crate::live::in_filter_window`]): [`FILTER_NONE`] until
+    /// [`ThreadRegistry::publish_filter_top`] or the thread's own
+    /// registration stores the one published value. Never changes after.
+    pub filter_top: AtomicUsize,
 }
 
 impl ThreadCounters {
@@ -80,16 +99,36 @@ impl ThreadCounters {
             frees: OwnedCounter::new(),
             free_bytes: OwnedCounter::new(),
             seq: AtomicU64::new(0),
+            filter_top: AtomicUsize::new(FILTER_NONE),
+        }
+    }
+
+    /// Zeroed counters, countdown 0.
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Self {
+            countdown: OwnedCounter::new(),
+            gap_sum: OwnedCounter::new(),
+            allocs: OwnedCounter::new(),
+            frees: OwnedCounter::new(),
+            free_bytes: OwnedCounter::new(),
+            seq: AtomicU64::new(0),
+            filter_top: AtomicUsize::new(FILTER_NONE),
         }
     }
 
     /// Subtracts `size` from the countdown and returns the new value (signed).
     /// Owner only; allocation-free, async-signal-safe.
+    ///
+    /// Written as an update followed by a second load: LLVM folds the
+    /// owner-only relaxed load, subtract and store into one `sub` to memory
+    /// when nothing else uses the result, and the sign test then reads it
+    /// back (`cmp $0` to memory); keeping the result in a register instead
+    /// costs a separate load, subtract and store.
     #[inline(always)]
     pub fn take(&self, size: usize) -> i64 {
-        let left = (self.countdown.get() as i64).wrapping_sub(size as i64);
-        self.countdown.set(left as u64);
-        left
+        self.countdown.add_owned((size as u64).wrapping_neg());
+        self.countdown.get() as i64
     }
 
     /// Replaces the countdown (slow path), keeping `bytes allocated` exact.
@@ -173,6 +212,8 @@ pub struct ThreadRegistry<const N: usize> {
     exits_begun: AtomicU64,
     exits_ended: AtomicU64,
     unregistered: AtomicU64,
+    /// The published window top ([`Self::publish_filter_top`]).
+    filter_top: AtomicUsize,
 }
 
 /// Where a thread's counters are registered.
@@ -196,6 +237,25 @@ impl<const N: usize> ThreadRegistry<N> {
             exits_begun: AtomicU64::new(0),
             exits_ended: AtomicU64::new(0),
             unregistered: AtomicU64::new(0),
+            filter_top: AtomicUsize::new(FILTER_NONE),
+        }
+    }
+
+    /// An empty registry.
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Self {
+            slots: core::array::from_fn(|_| Slot {
+                state: AtomicU8::new(FREE),
+                counters: AtomicPtr::new(core::ptr::null_mut()),
+                owner: AtomicU64::new(0),
+            }),
+            high_water: AtomicUsize::new(0),
+            retired: core::array::from_fn(|_| AtomicU64::new(0)),
+            exits_begun: AtomicU64::new(0),
+            exits_ended: AtomicU64::new(0),
+            unregistered: AtomicU64::new(0),
+            filter_top: AtomicUsize::new(FILTER_NONE),
         }
     }
 
@@ -203,6 +263,10 @@ impl<const N: usize> ThreadRegistry<N> {
     /// taken: the thread's totals then become visible only when it exits
     /// (see [`Self::fold_unregistered`]); [`Self::unregistered`] counts such
     /// threads.
+    ///
+    /// A registered thread's `filter_top` holds the published value from
+    /// when this returns, or from the moment it is published; a thread
+    /// without a slot gets no publication (read [`Self::filter_top`]).
     ///
     /// Lock-free, allocation-free, async-signal-safe.
     ///
@@ -226,6 +290,13 @@ impl<const N: usize> ThreadRegistry<N> {
                 slot.owner.store(owner, Ordering::Relaxed);
                 slot.state.store(LIVE, Ordering::Release);
                 self.high_water.fetch_max(i + 1, Ordering::AcqRel);
+                // Pairs with the fence in `publish_filter_top` (module docs).
+                fence(Ordering::SeqCst);
+                let top = self.filter_top.load(Ordering::Relaxed);
+                if top != FILTER_NONE {
+                    // SAFETY: the caller's contract: `counters` is valid.
+                    unsafe { &*counters }.filter_top.store(top, Ordering::Relaxed);
+                }
                 return Some(Registration(i));
             }
         }
@@ -244,7 +315,7 @@ impl<const N: usize> ThreadRegistry<N> {
         loop {
             match slot.state.compare_exchange(LIVE, EXITING, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => break,
-                Err(READING) => core::hint::spin_loop(),
+                Err(READING) => crate::sync::spin(),
                 // Not ours any more (cannot happen with a valid registration).
                 Err(_) => {
                     self.exits_ended.fetch_add(1, Ordering::SeqCst);
@@ -260,8 +331,16 @@ impl<const N: usize> ThreadRegistry<N> {
 
     /// Adds the final totals of a thread that never got a slot.
     pub fn fold_unregistered(&self, counters: &ThreadCounters) {
+        self.fold(&counters.totals());
+    }
+
+    /// Adds `totals` to the retired totals, so that a reader sees all of them
+    /// or none: for counts made after a thread's counters were folded (a
+    /// free in a later thread-exit destructor). Shared atomic writes: slow
+    /// paths only.
+    pub fn fold(&self, totals: &Totals) {
         self.exits_begun.fetch_add(1, Ordering::SeqCst);
-        self.add_retired(&counters.totals());
+        self.add_retired(totals);
         self.exits_ended.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -307,6 +386,49 @@ impl<const N: usize> ThreadRegistry<N> {
             wait();
         }
         last
+    }
+
+    /// Stores `top`, the end of the sampled-block region's filter window
+    /// (`live::Region::filter_top`), in every registered thread's
+    /// [`ThreadCounters::filter_top`], and for threads that register later.
+    /// Call it with the one value, before any block of the region can
+    /// reach another thread (lowprof-alloc: before sampling is switched on).
+    /// Waits (spins) only while a reader holds a slot. Allocation-free.
+    pub fn publish_filter_top(&self, top: usize) {
+        self.filter_top.store(top, Ordering::Relaxed);
+        // Pairs with the fence in `register` (module docs).
+        fence(Ordering::SeqCst);
+        let hw = self.high_water.load(Ordering::Acquire).min(N);
+        for slot in &self.slots[..hw] {
+            loop {
+                match slot.state.compare_exchange(
+                    LIVE,
+                    READING,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        let counters = slot.counters.load(Ordering::Relaxed);
+                        // SAFETY: held in READING, as in `for_each_live`.
+                        if let Some(c) = unsafe { counters.as_ref() } {
+                            c.filter_top.store(top, Ordering::Relaxed);
+                        }
+                        slot.state.store(LIVE, Ordering::Release);
+                        break;
+                    }
+                    // Another reader holds it for a few loads.
+                    Err(READING) => crate::sync::spin(),
+                    // FREE or EXITING: no thread to tell. CLAIMING: its
+                    // thread reads the value after marking the slot live.
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    /// The published window top, or [`FILTER_NONE`].
+    pub fn filter_top(&self) -> usize {
+        self.filter_top.load(Ordering::Acquire)
     }
 
     /// Calls `f(owner, totals)` for every registered thread.
@@ -580,5 +702,64 @@ mod tests {
         r.unregister(resident_reg, &resident);
         assert_eq!(r.totals().alloc_count, rounds * 1000 + 1000);
         assert_eq!(r.totals().free_count, rounds * 1000);
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    extern crate std;
+    use super::*;
+    use loom::sync::Arc;
+    use loom::sync::atomic::AtomicBool;
+
+    const TOP: usize = 0x7f00_0000_0000;
+
+    /// A thread registers while the window is published and a reader holds
+    /// slots: once registration and publication are both done the thread's
+    /// copy is the value, and a thread that learns (through a release/acquire
+    /// chain, as a freed block's pointer travels) that the publication is
+    /// done already reads the value from its own copy. Like the other
+    /// models, it also checks that the interleavings it explored include
+    /// each outcome (loom issue #392: skipped interleavings).
+    #[test]
+    fn loom_publication_reaches_a_registering_thread() {
+        use std::sync::atomic::AtomicBool as Seen;
+        // Right after registering, the thread's copy was: still unset (the
+        // publisher must write it), already set; and the thread knew the
+        // publication was done.
+        static UNSET: Seen = Seen::new(false);
+        static SET: Seen = Seen::new(false);
+        static KNEW: Seen = Seen::new(false);
+        loom::model(|| {
+            let registry: Arc<ThreadRegistry<2>> = Arc::new(ThreadRegistry::new());
+            let counters = Arc::new(ThreadCounters::new());
+            let published = Arc::new(AtomicBool::new(false));
+            let (r, c, p) = (registry.clone(), counters.clone(), published.clone());
+            let owner = loom::thread::spawn(move || {
+                // SAFETY: `c` outlives the registration, which the main
+                // thread ends before dropping it.
+                let registration = unsafe { r.register(1, &*c) };
+                let copy = c.filter_top.load(Ordering::Relaxed);
+                let seen = if copy == TOP { &SET } else { &UNSET };
+                seen.store(true, std::sync::atomic::Ordering::Relaxed);
+                if p.load(Ordering::Acquire) {
+                    KNEW.store(true, std::sync::atomic::Ordering::Relaxed);
+                    assert_eq!(c.filter_top.load(Ordering::Relaxed), TOP, "fast path missed it");
+                }
+                registration
+            });
+            let r = registry.clone();
+            let reader = loom::thread::spawn(move || r.for_each_live(|_, _| {}));
+            registry.publish_filter_top(TOP);
+            published.store(true, Ordering::Release);
+            let registration = owner.join().unwrap();
+            reader.join().unwrap();
+            assert_eq!(counters.filter_top.load(Ordering::Relaxed), TOP, "neither wrote it");
+            assert_eq!(registry.filter_top(), TOP);
+            registry.unregister(registration.unwrap(), &counters);
+        });
+        for (outcome, seen) in [("unset", &UNSET), ("set", &SET), ("known done", &KNEW)] {
+            assert!(seen.load(std::sync::atomic::Ordering::Relaxed), "never saw {outcome}");
+        }
     }
 }

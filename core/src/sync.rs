@@ -26,6 +26,16 @@ pub(crate) use core::sync::atomic::compiler_fence as signal_fence;
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::fence as signal_fence;
 
+/// One turn of a spin-wait: a pause hint normally; under loom a yield, so
+/// the model checker runs the thread being waited for.
+#[inline(always)]
+pub(crate) fn spin() {
+    #[cfg(not(loom))]
+    core::hint::spin_loop();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
+
 /// Builds an array of atomics: `const` normally, a runtime loop under loom
 /// (loom's atomics are not const-constructible).
 #[cfg(not(loom))]
