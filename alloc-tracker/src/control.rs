@@ -47,7 +47,7 @@ impl fmt::Display for ControlError {
             ControlError::RegionUnavailable { errno } => write!(
                 f,
                 "could not reserve address space for sampled blocks (mmap errno {errno}); heap sampling needs \
-                 up to 96 GiB of reserved, uncommitted address space: check `ulimit -v`"
+                 up to 132 GiB of reserved, uncommitted address space (at least 384 MiB): check `ulimit -v`"
             ),
             ControlError::NoRegion => write!(
                 f,
@@ -83,6 +83,9 @@ pub fn start(interval: Option<u64>) -> Result<(), ControlError> {
     };
     MEAN_OVERRIDE.store(bytes, Ordering::Relaxed);
     ensure_region()?;
+    // Before sampling is on: every thread's free fast path must know the
+    // region before a block from it can reach that thread.
+    thread::publish_region();
     thread::redraw_gap(self::interval());
     ENABLED.store(true, Ordering::Release);
     Ok(())
@@ -154,7 +157,10 @@ pub fn next_sample_id() -> u64 {
 /// Whether sampling is on.
 #[inline(always)]
 pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
+    // Acquire pairs with `start`: a thread that samples has seen the region
+    // base published to every thread, so whoever frees the block tests it
+    // against the right base.
+    ENABLED.load(Ordering::Acquire)
 }
 
 /// Whether a `SampledAlloc` has served allocations in this process (in a

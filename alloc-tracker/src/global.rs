@@ -34,16 +34,34 @@ pub(crate) fn on_alloc(size: usize) -> bool {
     true
 }
 
-/// Deallocation fast path (see `tls.rs`).
+/// Whether `ptr` may be a sampled block (see `tls.rs`). The region here is
+/// any memory the program gave, so the exact test.
 #[inline(always)]
-pub(crate) fn on_free(size: usize) -> bool {
-    COUNTERS.frees.add_owned(1);
-    COUNTERS.free_bytes.add_owned(size as u64);
-    true
+pub(crate) fn maybe_sampled(ptr: usize) -> bool {
+    crate::state::REGION.contains(ptr)
 }
 
-/// Never needed without threads; kept for the shared allocator code.
-pub(crate) fn register_slow() {}
+/// Nothing to tell: [`maybe_sampled`] reads the region itself.
+pub(crate) fn publish_region() {}
+
+/// Frees above this size take the cold path (see `tls.rs`; without threads
+/// there is no registration, so only huge blocks do).
+#[inline(always)]
+pub(crate) fn free_limit() -> usize {
+    crate::state::HUGE_MIN
+}
+
+/// Deallocation fast path (see `tls.rs`).
+#[inline(always)]
+pub(crate) fn count_free(size: usize) {
+    COUNTERS.frees.add_owned(1);
+    COUNTERS.free_bytes.add_owned(size as u64);
+}
+
+/// Deallocation cold path: the same count.
+pub(crate) fn count_free_cold(size: usize) {
+    count_free(size);
+}
 
 /// What the slow path decided (see `tls.rs`).
 pub(crate) enum Decision {

@@ -22,9 +22,13 @@
 //! ```text
 //!  alloc:   countdown -= size ── ≥ 0 ─► allocs += 1 (owner-only) ─► inner.alloc
 //!                          └─ < 0 ─► alloc_slow (#[cold]): draw next gap, maybe sample
-//!  dealloc: ptr - region.base < region.len ─► dealloc_sampled (#[cold])
-//!           size > 1 MiB ─► dealloc_large (#[cold])
+//!  dealloc: (top - ptr) >> 37 == 0 ─► dealloc_in_window (#[cold]): sampled
+//!           size > free_limit ─► dealloc_cold (#[cold]): the thread's first
+//!                                free, a huge sampled block (> 1 MiB), after exit
 //!           otherwise frees += 1, free_bytes += size ─► inner.dealloc
+//!
+//!  top (the end of the region's window) and free_limit are fields of the
+//!  thread-local block: no shared cache line, no address to load first.
 //! ```
 //!
 //! The countdown is one `const`-initialised, `Drop`-free thread-local: a
@@ -39,7 +43,8 @@
 //!
 //! A sampled block is served from a region lowprof reserves once
 //! (`lowprof_core::live`), never from the inner allocator, so "was this block
-//! sampled?" is one range compare on free and a sample never touches the inner
+//! sampled?" is a subtract and a shift on free (against the thread's copy of
+//! the region's window, see `tls.rs`) and a sample never touches the inner
 //! allocator's slow paths (over-aligning sampled blocks through glibc was
 //! measured at +3.7–4.6 ns per malloc/free pair). Blocks too big for the
 //! region come from the inner allocator and are remembered in a small table
@@ -189,17 +194,18 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SampledAlloc<A> {
 
     #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if REGION.contains(ptr as usize) {
+        // Two branches to two functions: joined by `||` (or calling one
+        // function), LLVM computed both tests and merged them with `setcc`,
+        // three instructions more.
+        if thread::maybe_sampled(ptr as usize) {
             // SAFETY: forwarded contract.
-            return unsafe { slow::dealloc_sampled(self, ptr, layout) };
+            return unsafe { slow::dealloc_in_window(self, ptr, layout) };
         }
-        if layout.size() > HUGE_MIN {
+        if layout.size() > thread::free_limit() {
             // SAFETY: forwarded contract.
-            return unsafe { slow::dealloc_large(self, ptr, layout) };
+            return unsafe { slow::dealloc_cold(self, ptr, layout) };
         }
-        if !thread::on_free(layout.size()) {
-            thread::register_slow();
-        }
+        thread::count_free(layout.size());
         // SAFETY: not a sampled block, so the inner allocator made it.
         unsafe { self.inner.dealloc(ptr, layout) }
     }
@@ -213,8 +219,10 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SampledAlloc<A> {
             return unsafe { slow::realloc_move(self, ptr, layout, new_size) };
         }
         if thread::on_alloc(new_size) {
-            if !thread::on_free(layout.size()) {
-                thread::register_slow();
+            if layout.size() > thread::free_limit() {
+                thread::count_free_cold(layout.size());
+            } else {
+                thread::count_free(layout.size());
             }
             // SAFETY: unsampled, so the inner allocator made it.
             return unsafe { self.inner.realloc(ptr, layout, new_size) };

@@ -5,12 +5,19 @@
 use core::ptr;
 
 /// Virtual size reserved per size class: 4 GiB, so 23 classes plus one for
-/// aligning the base take 96 GiB of address space (`MAP_NORESERVE`: no
-/// memory is committed until touched).
+/// aligning the base take 96 GiB of address space, and the first attempt
+/// reserves the whole filter window, 132 GiB (`MAP_NORESERVE`: no memory is
+/// committed until touched).
 /// If that reservation fails (a `ulimit -v`, strict overcommit) the
 /// reservation shrinks by 4× at a time down to 16 MiB per class.
 const SUB_REGION_SHIFTS: [u32; 5] = [32, 30, 28, 26, 24];
 const CLASSES: usize = lowprof_core::live::MAX_CLASSES;
+/// The free fast path's window (`live::in_filter_window`): 128 GiB from the
+/// region's base. The first, full-size attempt reserves all of it (plus the
+/// base's alignment), so no other mapping can sit in the window and send its
+/// frees down the cold path; the smaller fallbacks leave part of it to the
+/// kernel, which costs such frees a call, never correctness.
+const WINDOW: usize = 1 << lowprof_core::live::FILTER_SHIFT;
 
 /// Reserves the sampled-block region: `(base, len)` or the errno of the last
 /// failed attempt.
@@ -19,7 +26,13 @@ pub(crate) fn map_region() -> Result<(usize, usize), i32> {
     for shift in SUB_REGION_SHIFTS {
         // One class's worth more than needed, so the base can be aligned to
         // the largest slot.
-        let len = (CLASSES + 1) << shift;
+        let classes_len = (CLASSES + 1) << shift;
+        let len = if shift == SUB_REGION_SHIFTS[0] {
+            // The full-size attempt covers the whole filter window too.
+            classes_len.max(WINDOW + (1 << shift))
+        } else {
+            classes_len
+        };
         // SAFETY: an anonymous private mapping at an address of the kernel's
         // choosing: it cannot overlap or disturb existing memory.
         let addr = unsafe {

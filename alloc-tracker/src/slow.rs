@@ -65,20 +65,56 @@ pub(crate) unsafe fn alloc_slow<A: GlobalAlloc>(
     }
 }
 
-/// A free of a block inside the sampled-block region: ends the sample and
-/// gives the shadow block back to the inner allocator.
+/// A free of a block in the filter's window: sampled, or rarely a
+/// neighbour of the region.
 ///
 /// # Safety
 ///
 /// As `GlobalAlloc::dealloc`.
 #[cold]
 #[inline(never)]
-pub(crate) unsafe fn dealloc_sampled<A: GlobalAlloc>(
+pub(crate) unsafe fn dealloc_in_window<A: GlobalAlloc>(
     this: &SampledAlloc<A>,
     ptr: *mut u8,
     layout: Layout,
 ) {
-    count_free(layout.size());
+    // SAFETY: forwarded contract.
+    unsafe { dealloc_cold(this, ptr, layout) }
+}
+
+/// Every free the fast path does not finish: a block in the filter's
+/// window, or one of more than the thread's free limit (its first free, a
+/// possibly huge sampled block, a free after its exit hook; a new thread's
+/// free of a sampled block). Decides with the exact tests.
+///
+/// # Safety
+///
+/// As `GlobalAlloc::dealloc`.
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn dealloc_cold<A: GlobalAlloc>(
+    this: &SampledAlloc<A>,
+    ptr: *mut u8,
+    layout: Layout,
+) {
+    // SAFETY: forwarded contract, with the exact test.
+    unsafe {
+        if REGION.contains(ptr as usize) {
+            dealloc_sampled(this, ptr, layout)
+        } else {
+            dealloc_outside_region(this, ptr, layout)
+        }
+    }
+}
+
+/// A free of a block inside the sampled-block region: ends the sample and
+/// gives the shadow block back to the inner allocator.
+///
+/// # Safety
+///
+/// As `GlobalAlloc::dealloc`, and `ptr` is in the region.
+unsafe fn dealloc_sampled<A: GlobalAlloc>(this: &SampledAlloc<A>, ptr: *mut u8, layout: Layout) {
+    thread::count_free_cold(layout.size());
     let freed = REGION.free(ptr as usize);
     if freed.block.sample_id == 0 {
         // Already free (a double free in the program): never recycle twice,
@@ -100,23 +136,25 @@ pub(crate) unsafe fn dealloc_sampled<A: GlobalAlloc>(
     }
 }
 
-/// A free of a block large enough to be a huge sampled block.
+/// A free, on the cold path, of a block the inner allocator made: it may be
+/// a huge sampled block; the count registers a new thread, or goes to the
+/// retired totals after the thread's exit hook.
 ///
 /// # Safety
 ///
-/// As `GlobalAlloc::dealloc`.
-#[cold]
-#[inline(never)]
-pub(crate) unsafe fn dealloc_large<A: GlobalAlloc>(
+/// As `GlobalAlloc::dealloc`, and `ptr` is not in the region.
+unsafe fn dealloc_outside_region<A: GlobalAlloc>(
     this: &SampledAlloc<A>,
     ptr: *mut u8,
     layout: Layout,
 ) {
-    if let Some(block) = HUGE.remove(ptr as usize) {
-        COUNTS.freed_samples.add(1);
-        let _ = RINGS.push(thread::tid() as usize, TAG_HEAP_FREE, &[&[block.sample_id]]);
+    if layout.size() > HUGE_MIN {
+        if let Some(block) = HUGE.remove(ptr as usize) {
+            COUNTS.freed_samples.add(1);
+            let _ = RINGS.push(thread::tid() as usize, TAG_HEAP_FREE, &[&[block.sample_id]]);
+        }
     }
-    count_free(layout.size());
+    thread::count_free_cold(layout.size());
     // SAFETY: the block came from the inner allocator with this layout.
     unsafe { this.inner.dealloc(ptr, layout) };
 }
@@ -168,7 +206,7 @@ pub(crate) unsafe fn realloc_fired<A: GlobalAlloc>(
     COUNTS.slow_visits.add(1);
     match thread::visit(new_size, crate::control::enabled(), this.draw_mean()) {
         Decision::Pass => {
-            count_free(layout.size());
+            thread::count_free_cold(layout.size());
             // SAFETY: forwarded unchanged.
             unsafe { this.inner.realloc(ptr, layout, new_size) }
         }
@@ -179,7 +217,7 @@ pub(crate) unsafe fn realloc_fired<A: GlobalAlloc>(
             let new = unsafe { sample(this, new_layout, false, mean, fp) };
             thread::leave();
             if !new.is_null() {
-                count_free(layout.size());
+                thread::count_free_cold(layout.size());
                 // SAFETY: distinct blocks valid for the smaller size; the old
                 // one is unsampled, so it belongs to the inner allocator.
                 unsafe {
@@ -309,12 +347,6 @@ fn record(block: SampledBlock, tracked_at: Option<usize>, fp: u64) {
             Some(ptr) => HUGE.mark_record_lost(ptr),
             None => {}
         }
-    }
-}
-
-fn count_free(size: usize) {
-    if !thread::on_free(size) {
-        thread::register_slow();
     }
 }
 

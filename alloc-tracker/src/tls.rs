@@ -7,12 +7,23 @@
 //!  ThreadState (thread-local)
 //!  ┌──────────────────────────────────────────────────────────────────┐
 //!  │ counters: countdown │ gap_sum │ allocs │ frees │ free_bytes │ seq │ ← registered in
-//!  │ registered: 0 new, 1 in REGISTRY, 2 no slot, 3 exited            │   REGISTRY, read by
-//!  │ gap_mean, rng, in_slow (re-entrancy guard), tid, stack_hi        │   the drainer
+//!  │           filter_top (the region's window, published by start)  │   REGISTRY, read by
+//!  │ free_limit: 0 until registered and after exit, else HUGE_MIN     │   the drainer
+//!  │ registered: 0 new, 1 in REGISTRY, 2 no slot, 3 exited            │
+//!  │ gap_mean, rng, in_slow (re-entrancy guard), tid, stack_hi        │
 //!  └──────────────────────────────────────────────────────────────────┘
 //!  alloc fast path:  countdown -= size; < 0 → slow;  allocs += 1
-//!  free fast path:   frees += 1; free_bytes += size; registered == 0 → register (once)
+//!  free fast path:   (filter_top - ptr) >> 37 == 0 or size > free_limit → cold;
+//!                    frees += 1; free_bytes += size
 //! ```
+//!
+//! The top of the region's filter window (`live::in_filter_window`) is
+//! copied into every thread's block (`ThreadRegistry::publish_filter_top`,
+//! before sampling starts) so the free test reads no shared line and loads
+//! no address first: a thread-local load, a subtraction, a shift, a branch.
+//! A thread without a registry slot cannot be told; it keeps `free_limit`
+//! 0, so its frees take the cold path, until it finds the value published
+//! there.
 //!
 //! Every counter is written only by its thread, with a relaxed load and
 //! store (no lock prefix, no shared cache line), and read by the drainer
@@ -20,17 +31,28 @@
 //! are the gaps drawn minus the countdown.
 //!
 //! A thread registers on its first slow-path visit (its first allocation:
-//! the countdown starts at 0) or its first free, and sets a pthread key whose
-//! destructor folds its totals into the retired totals when it exits. glibc
-//! runs key destructors after Rust's thread-local destructors, so every free
-//! those make is counted.
+//! the countdown starts at 0) or its first free (`free_limit` starts at 0, so
+//! that free takes the cold path), and sets a pthread key whose destructor
+//! folds its totals into the retired totals when it exits. glibc runs key
+//! destructors after Rust's thread-local destructors, so every free those
+//! make is counted; allocations and frees made even later (by another
+//! key's destructor) find the countdown negative and `free_limit` 0 again,
+//! take the slow paths and are added to the retired totals directly.
+//!
+//! One compare against `free_limit` thus does three jobs on the free fast
+//! path: the one-time registration, the size test for huge sampled blocks
+//! (which live in the inner allocator, see `slow.rs`), and frees after exit.
 
 use core::cell::Cell;
 use core::ffi::c_void;
+use core::sync::atomic::Ordering;
 
+use lowprof_core::live::{FILTER_NONE, in_filter_window};
 use lowprof_core::poisson::{self, Rng};
 use lowprof_core::registry::{Registration, ThreadCounters, ThreadRegistry, Totals};
 use lowprof_core::unwind::Bounds;
+
+use crate::state::{HUGE_MIN, REGION};
 
 /// Threads registered at once; more are counted when they exit.
 pub(crate) const MAX_THREADS: usize = 4096;
@@ -41,8 +63,15 @@ const REGISTERED: u8 = 1;
 const NO_SLOT: u8 = 2;
 const EXITED: u8 = 3;
 
+/// The countdown after a thread's totals were folded at exit: negative for
+/// any allocation size, so every later allocation takes the slow path.
+const AFTER_EXIT: i64 = i64::MIN / 2;
+
 pub(crate) struct ThreadState {
     counters: ThreadCounters,
+    /// Frees of more bytes than this take the cold path: 0 before the
+    /// thread registers and after it exits, else [`HUGE_MIN`].
+    free_limit: Cell<usize>,
     registered: Cell<u8>,
     registration: Cell<Option<Registration>>,
     gap_mean: Cell<u64>,
@@ -58,6 +87,7 @@ impl ThreadState {
     const fn new() -> Self {
         Self {
             counters: ThreadCounters::new(),
+            free_limit: Cell::new(0),
             registered: Cell::new(NEW),
             registration: Cell::new(None),
             gap_mean: Cell::new(0),
@@ -91,24 +121,72 @@ pub(crate) fn on_alloc(size: usize) -> bool {
         .unwrap_or(true)
 }
 
-/// Deallocation fast path: counts the free. Returns `false` if this thread
-/// is not registered yet (then call [`register_slow`]). Allocation-free.
+/// Whether `ptr` may be a sampled block: true for every block in the
+/// region once this thread has the region's window, and rarely for a
+/// neighbour (the cold path decides exactly). A thread that cannot have it
+/// yet keeps its free limit at 0, which sends every free to the cold path.
+/// Allocation-free.
 #[inline(always)]
-pub(crate) fn on_free(size: usize) -> bool {
-    STATE
-        .try_with(|s| {
-            s.counters.frees.add_owned(1);
-            s.counters.free_bytes.add_owned(size as u64);
-            s.registered.get() != NEW
-        })
-        .unwrap_or(true)
+pub(crate) fn maybe_sampled(ptr: usize) -> bool {
+    #[cfg(target_pointer_width = "64")]
+    {
+        STATE
+            .try_with(|s| in_filter_window(s.counters.filter_top.load(Ordering::Relaxed), ptr))
+            .unwrap_or(false)
+    }
+    // A 2^31 window would be half of memory (see `FILTER_NONE`).
+    #[cfg(not(target_pointer_width = "64"))]
+    {
+        REGION.contains(ptr)
+    }
 }
 
-/// Registers a thread whose first act was a free.
-#[cold]
-#[inline(never)]
-pub(crate) fn register_slow() {
-    let _ = STATE.try_with(register);
+/// Tells every registered thread the region's filter window (see the
+/// module docs). Call it before sampling is switched on.
+pub(crate) fn publish_region() {
+    let top = REGION.filter_top();
+    if top != FILTER_NONE && REGISTRY.filter_top() != top {
+        REGISTRY.publish_filter_top(top);
+    }
+}
+
+/// Frees of more bytes than this must call [`count_free_cold`]; smaller
+/// ones [`count_free`]. Allocation-free.
+#[inline(always)]
+pub(crate) fn free_limit() -> usize {
+    STATE.try_with(|s| s.free_limit.get()).unwrap_or(0)
+}
+
+/// Deallocation fast path, for a free of at most [`free_limit`] bytes:
+/// counts it. Allocation-free.
+#[inline(always)]
+pub(crate) fn count_free(size: usize) {
+    let _ = STATE.try_with(|s| {
+        s.counters.frees.add_owned(1);
+        s.counters.free_bytes.add_owned(size as u64);
+    });
+}
+
+/// Counts a free on the cold path: registers a thread whose first act is a
+/// free, and adds a free made after the thread's exit hook straight to the
+/// retired totals. Allocation-free.
+pub(crate) fn count_free_cold(size: usize) {
+    let late = Totals { free_count: 1, free_bytes: size as u64, ..Totals::default() };
+    let counted = STATE.try_with(|s| {
+        register(s);
+        if s.registered.get() == EXITED {
+            return false;
+        }
+        if s.free_limit.get() == 0 && s.registered.get() == NO_SLOT {
+            learn_filter_top(s);
+        }
+        s.counters.frees.add_owned(1);
+        s.counters.free_bytes.add_owned(size as u64);
+        true
+    });
+    if counted != Ok(true) {
+        REGISTRY.fold(&late);
+    }
 }
 
 /// What the slow path decided for one allocation.
@@ -133,6 +211,17 @@ pub(crate) enum Decision {
 pub(crate) fn visit(size: usize, enabled: bool, draw_mean: u64) -> Decision {
     STATE
         .try_with(|s| {
+            if s.registered.get() == EXITED {
+                // After the exit hook folded this thread's totals: count
+                // straight into the retired ones, and stay on this path.
+                REGISTRY.fold(&Totals {
+                    alloc_count: 1,
+                    alloc_bytes: size as u64,
+                    ..Totals::default()
+                });
+                s.counters.countdown.set(AFTER_EXIT as u64);
+                return Decision::Pass;
+            }
             s.counters.allocs.add_owned(1);
             if s.in_slow.get() {
                 return Decision::Pass;
@@ -182,7 +271,7 @@ pub(crate) fn leave() {
 /// draws at the current mean) or inside the slow path.
 pub(crate) fn redraw_gap(mean: u64) {
     let _ = STATE.try_with(|s| {
-        if s.gap_mean.get() == 0 || s.in_slow.get() {
+        if s.gap_mean.get() == 0 || s.in_slow.get() || s.registered.get() == EXITED {
             return;
         }
         let mut rng = rng(s);
@@ -273,6 +362,7 @@ fn register(s: &ThreadState) {
     // would keep a pointer into thread-local storage that is gone.
     if !crate::os::set_exit_hook((s as *const ThreadState).cast_mut().cast()) {
         s.registered.set(NO_SLOT);
+        learn_filter_top(s);
         return;
     }
     // SAFETY: `s.counters` lives in this thread's thread-local storage until
@@ -280,8 +370,28 @@ fn register(s: &ThreadState) {
     // set) unregisters it before that storage goes.
     let registration = unsafe { REGISTRY.register(tid, &s.counters) };
     s.registration.set(registration);
-    s.registered.set(if registration.is_some() { REGISTERED } else { NO_SLOT });
+    if registration.is_some() {
+        s.registered.set(REGISTERED);
+        // From here on frees take the fast path: counted in this block,
+        // which the registry makes visible, and tested against the window
+        // the registry copied or will publish into it.
+        s.free_limit.set(HUGE_MIN);
+    } else {
+        s.registered.set(NO_SLOT);
+        learn_filter_top(s);
+    }
     crate::state::run_new_thread_hook();
+}
+
+/// For a thread the registry cannot publish to: copies the region's filter
+/// window once it is published, and only then lets its frees take the fast
+/// path.
+fn learn_filter_top(s: &ThreadState) {
+    let top = REGISTRY.filter_top();
+    if top != FILTER_NONE {
+        s.counters.filter_top.store(top, Ordering::Relaxed);
+        s.free_limit.set(HUGE_MIN);
+    }
 }
 
 /// The pthread key destructor: folds the exiting thread's totals into the
@@ -296,6 +406,10 @@ pub(crate) extern "C" fn thread_exit(state: *mut c_void) {
         _ => {}
     }
     s.registered.set(EXITED);
+    // Whatever this thread still allocates or frees (in a later key's
+    // destructor) takes the slow paths, which count it as retired.
+    s.free_limit.set(0);
+    s.counters.countdown.set(AFTER_EXIT as u64);
 }
 
 fn rng(s: &ThreadState) -> Rng {
