@@ -7,7 +7,15 @@
 //!   other thread has registered), while all eight are alive, and after
 //!   they exit;
 //! - `realloc_site` grows 200 vectors by pushing, from nothing to 64 KiB, so
-//!   sampled and unsampled blocks are both reallocated; contents are checked.
+//!   sampled and unsampled blocks are both reallocated; contents are checked;
+//! - a thread that registered before the profiler started frees blocks
+//!   sampled after it started (`handoff_site`, 32 MiB in 4 KiB blocks): its
+//!   free fast path must have been told where sampled blocks live, or glibc
+//!   gets a pointer it never made;
+//! - a thread's last pthread key destructor, which runs after lowprof's own
+//!   exit hook has folded the thread's totals, frees 64 MiB and allocates
+//!   and frees 16 MiB, in 512 KiB blocks: those late counts must reach the
+//!   totals (`late_*` lines).
 //!
 //! Writes `heap.pb.gz` and prints `key=value` lines with exact totals.
 
@@ -39,6 +47,61 @@ fn thread_site() -> Vec<Box<[u8]>> {
         v.push(black_box(vec![1u8; BLOCK].into_boxed_slice()));
     }
     v
+}
+
+#[inline(never)]
+fn handoff_site() -> Vec<Box<[u8]>> {
+    // A loop, not `collect()`, which LLVM can make a tail call that takes
+    // this frame off the stack.
+    let mut v = Vec::with_capacity(8192);
+    for _ in 0..8192 {
+        v.push(black_box(vec![3u8; 4096].into_boxed_slice()));
+    }
+    v
+}
+
+/// Blocks of 512 KiB: small enough for the free fast path (up to 1 MiB),
+/// so a thread that did not route frees after its exit hook to the slow
+/// path would count them where nobody reads any more.
+const LATE_BLOCK: usize = 512 << 10;
+
+/// The destructor of the key `late_frees` creates: drops the 64 MiB of
+/// blocks it was given and allocates and drops 16 MiB more.
+extern "C" fn drop_late(value: *mut libc::c_void) {
+    // SAFETY: the value set below: a leaked `Box<Vec<Box<[u8]>>>`, set once.
+    let blocks = unsafe { Box::from_raw(value.cast::<Vec<Box<[u8]>>>()) };
+    drop(black_box(blocks));
+    for _ in 0..32 {
+        drop(black_box(vec![5u8; LATE_BLOCK]));
+    }
+}
+
+/// A thread whose pthread key destructor frees `big` and allocates and
+/// frees 16 MiB after lowprof's exit hook ran: lowprof's key was created at
+/// the process's first allocation, this one now, and glibc runs key
+/// destructors in key order. Returns the totals' change over the thread's
+/// life: allocations, bytes allocated, frees, bytes freed.
+fn late_frees(profiler: &lowprof::Profiler, blocks: Vec<Box<[u8]>>) -> [u64; 4] {
+    let before = profiler.stats().heap.totals;
+    let handle = std::thread::spawn(move || {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: a valid out-pointer and an `extern "C"` destructor.
+        assert_eq!(unsafe { libc::pthread_key_create(&mut key, Some(drop_late)) }, 0);
+        let value = Box::into_raw(Box::new(blocks));
+        // SAFETY: `key` was just created; the value is freed by `drop_late`.
+        assert_eq!(unsafe { libc::pthread_setspecific(key, value.cast()) }, 0);
+        // SAFETY: gettid has no preconditions.
+        unsafe { libc::gettid() }
+    });
+    let tid = handle.join().expect("late thread");
+    wait_until_gone(&[tid]);
+    let after = profiler.stats().heap.totals;
+    [
+        after.alloc_count - before.alloc_count,
+        after.alloc_bytes - before.alloc_bytes,
+        after.free_count - before.free_count,
+        after.free_bytes - before.free_bytes,
+    ]
 }
 
 #[inline(never)]
@@ -96,8 +159,28 @@ fn all_threads_registered(
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir =
         std::path::PathBuf::from(std::env::args_os().nth(1).ok_or("usage: heap_threads <dir>")?);
+    // A thread that registers before the profiler starts, then frees what
+    // it is sent.
+    let (to_freer, blocks) = std::sync::mpsc::channel::<Vec<Box<[u8]>>>();
+    let (freed, from_freer) = std::sync::mpsc::channel::<()>();
+    let freer = std::thread::spawn(move || {
+        black_box(vec![0u8; 64]);
+        freed.send(()).unwrap();
+        for batch in blocks {
+            drop(batch);
+            freed.send(()).unwrap();
+        }
+    });
+    from_freer.recv()?;
     let early = pre_start_site();
     let profiler = lowprof::Profiler::builder().cpu_hz(0).start()?;
+    let handed = handoff_site();
+    let samples = profiler.stats().heap.samples;
+    to_freer.send(handed)?;
+    from_freer.recv()?;
+    drop(to_freer);
+    freer.join().map_err(|_| "freer panicked")?;
+    println!("handoff_samples_so_far={samples}");
     let before = profiler.stats().heap.totals;
     drop(early);
     let after = profiler.stats().heap.totals;
@@ -154,6 +237,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             v.iter().enumerate().all(|(i, &b)| b == seed as u8 ^ i as u8),
             "realloc kept the contents"
         );
+    }
+
+    let late =
+        late_frees(&profiler, (0..128).map(|_| vec![9u8; LATE_BLOCK].into_boxed_slice()).collect());
+    for (name, value) in
+        ["late_allocs", "late_alloc_bytes", "late_frees", "late_free_bytes"].iter().zip(late)
+    {
+        println!("{name}={value}");
     }
 
     let profile = profiler.heap_profile()?;
