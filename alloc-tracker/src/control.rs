@@ -83,8 +83,9 @@ pub fn start(interval: Option<u64>) -> Result<(), ControlError> {
     };
     MEAN_OVERRIDE.store(bytes, Ordering::Relaxed);
     ensure_region()?;
-    // Before sampling is on: every thread's free fast path must know the
-    // region before a block from it can reach that thread.
+    // Every thread's free fast path must know the region before a block
+    // from it can reach that thread: no block is placed there before this
+    // publication is complete (`slow::place`).
     thread::publish_region();
     thread::redraw_gap(self::interval());
     ENABLED.store(true, Ordering::Release);
@@ -157,10 +158,7 @@ pub fn next_sample_id() -> u64 {
 /// Whether sampling is on.
 #[inline(always)]
 pub fn enabled() -> bool {
-    // Acquire pairs with `start`: a thread that samples has seen the region
-    // base published to every thread, so whoever frees the block tests it
-    // against the right base.
-    ENABLED.load(Ordering::Acquire)
+    ENABLED.load(Ordering::Relaxed)
 }
 
 /// Whether a `SampledAlloc` has served allocations in this process (in a

@@ -44,6 +44,11 @@ pub(crate) fn maybe_sampled(ptr: usize) -> bool {
 /// Nothing to tell: [`maybe_sampled`] reads the region itself.
 pub(crate) fn publish_region() {}
 
+/// The region may be used as soon as it exists.
+pub(crate) fn region_ready() -> bool {
+    true
+}
+
 /// Frees above this size take the cold path (see `tls.rs`; without threads
 /// there is no registration, so only huge blocks do).
 #[inline(always)]

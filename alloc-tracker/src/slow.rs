@@ -272,7 +272,11 @@ unsafe fn place<A: GlobalAlloc>(
     zeroed: bool,
     block: SampledBlock,
 ) -> (*mut u8, bool) {
-    if let Some(slot) = REGION.alloc(layout.size(), layout.align()) {
+    // The region only once every thread's free can tell its blocks (a
+    // concurrent `start` may have switched sampling on first).
+    let slot =
+        if thread::region_ready() { REGION.alloc(layout.size(), layout.align()) } else { None };
+    if let Some(slot) = slot {
         let ptr = slot.user as *mut u8;
         if zeroed {
             // SAFETY: the slot holds `layout.size()` bytes after `user`, and

@@ -19,8 +19,9 @@
 //!
 //! The top of the region's filter window (`live::in_filter_window`) is
 //! copied into every thread's block (`ThreadRegistry::publish_filter_top`,
-//! before sampling starts) so the free test reads no shared line and loads
-//! no address first: a thread-local load, a subtraction, a shift, a branch.
+//! at `start()`; no block is placed in the region until that is complete)
+//! so the free test reads no shared line and loads no address first: a
+//! thread-local load, a subtraction, a shift, a branch.
 //! A thread without a registry slot cannot be told; it keeps `free_limit`
 //! 0, so its frees take the cold path, until it finds the value published
 //! there.
@@ -148,6 +149,12 @@ pub(crate) fn publish_region() {
     if top != FILTER_NONE && REGISTRY.filter_top() != top {
         REGISTRY.publish_filter_top(top);
     }
+}
+
+/// Whether blocks may be placed in the region: only once every thread can
+/// recognise them (the window is published). Slow path.
+pub(crate) fn region_ready() -> bool {
+    REGISTRY.published_filter_top() != FILTER_NONE
 }
 
 /// Frees of more bytes than this must call [`count_free_cold`]; smaller

@@ -175,7 +175,7 @@ struct Class {
 /// that stays mapped for the life of the process.
 pub struct Region {
     /// `base + 2^FILTER_SHIFT - 1` once initialised, else [`FILTER_NONE`]
-    /// ([`Region::filter_top`]). Written once, after `len`.
+    /// ([`Region::filter_top`]). Written once, before `len`.
     filter_top: AtomicUsize,
     /// 0 until initialised; written once, after `base` and `sub_shift`.
     len: AtomicUsize,
@@ -309,6 +309,9 @@ impl Region {
         self.base.store(base, Ordering::Relaxed);
         self.sub_shift.store(sub_shift as usize, Ordering::Relaxed);
         self.classes.store(classes, Ordering::Relaxed);
+        // Only the claimant writes here, so this cannot outlive a failed
+        // publication; a thread that sees `len` sees it.
+        self.filter_top.store(base.wrapping_add((1usize << FILTER_SHIFT) - 1), Ordering::Relaxed);
         // Release: a thread that sees `len != 0` sees the fields above.
         match self.len.compare_exchange(
             0,
@@ -316,11 +319,7 @@ impl Region {
             Ordering::Release,
             Ordering::Relaxed,
         ) {
-            Ok(_) => {
-                let top = base.wrapping_add((1usize << FILTER_SHIFT) - 1);
-                self.filter_top.store(top, Ordering::Release);
-                Ok(classes)
-            }
+            Ok(_) => Ok(classes),
             Err(_) => Err(RegionError::AlreadyInitialised),
         }
     }

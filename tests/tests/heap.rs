@@ -141,6 +141,8 @@ fn threads_realloc_and_early_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let stdout = run(env!("CARGO_BIN_EXE_heap_threads"), dir.path());
     assert_eq!(stat(&stdout, "dropped"), 0);
+    // Every sampled block was placed where frees recognise it.
+    assert_eq!(stat(&stdout, "untracked"), 0, "{stdout}");
     assert_eq!(stat(&stdout, "unregistered"), 0);
     // Frees of the 1000 blocks of 8 KiB allocated before the profiler
     // started are counted exactly (other threads may free a little meanwhile).

@@ -252,6 +252,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stats = profiler.stats();
     println!("samples={}", stats.heap.samples);
     println!("dropped={}", stats.heap.dropped_samples);
+    println!("untracked={}", stats.heap.untracked_samples);
     println!("alloc_count={}", stats.heap.totals.alloc_count);
     println!("free_count={}", stats.heap.totals.free_count);
     println!("alloc_bytes={}", stats.heap.totals.alloc_bytes);
