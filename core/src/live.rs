@@ -1,6 +1,7 @@
 //! The sampled-block region: where lowprof places every block it samples, so
-//! that a free can tell "sampled?" with one range compare and the set of live
-//! sampled blocks can be read at any moment.
+//! that a free can tell "sampled?" with a subtraction and a shift (see
+//! [`in_filter_window`]) and the set of live sampled blocks can be read at
+//! any moment.
 //!
 //! # Why a region of its own
 //!
@@ -331,7 +332,9 @@ impl Region {
 
     /// Whether `ptr` lies in the region — i.e. was a sampled block.
     ///
-    /// The allocator's free fast path: two loads, a subtraction and a compare.
+    /// The exact test, behind [`in_filter_window`] on the allocator's cold
+    /// paths (and its free fast path where there is no window: 32-bit and
+    /// `no_std` targets): two loads, a subtraction and a compare.
     /// Async-signal-safe, allocation-free.
     #[inline(always)]
     pub fn contains(&self, ptr: usize) -> bool {
