@@ -22,8 +22,9 @@
 //! async-signal-safe: it uses only atomics and plain loads and stores, never
 //! blocks, never panics at run time, and never waits on another thread.
 //!
-//! Under `--cfg loom` the atomics come from `loom` so the ring, the region
-//! and the two seqlocks (`bounds`, `context`) can be model-checked, as
+//! Under `--cfg loom` the atomics come from `loom` so the ring, the region,
+//! the registry's publication of the region's window and the two seqlocks
+//! (`bounds`, `context`) can be model-checked, as
 //! `.ci/run` does:
 //! `LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg loom -C force-frame-pointers=yes"
 //! CARGO_TARGET_DIR=target/loom cargo test -p lowprof-core --release --lib loom`.

@@ -88,11 +88,11 @@ pub struct ThreadCounters {
     pub filter_top: AtomicUsize,
 }
 
-impl ThreadCounters {
-    /// Zeroed counters, countdown 0.
-    #[cfg(not(loom))]
-    pub const fn new() -> Self {
-        Self {
+/// The fresh [`ThreadCounters`], written once for the `const` constructor
+/// and loom's (whose atomics are not `const`).
+macro_rules! fresh_thread_counters {
+    () => {
+        ThreadCounters {
             countdown: OwnedCounter::new(),
             gap_sum: OwnedCounter::new(),
             allocs: OwnedCounter::new(),
@@ -101,20 +101,20 @@ impl ThreadCounters {
             seq: AtomicU64::new(0),
             filter_top: AtomicUsize::new(FILTER_NONE),
         }
+    };
+}
+
+impl ThreadCounters {
+    /// Zeroed counters, countdown 0.
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        fresh_thread_counters!()
     }
 
     /// Zeroed counters, countdown 0.
     #[cfg(loom)]
     pub fn new() -> Self {
-        Self {
-            countdown: OwnedCounter::new(),
-            gap_sum: OwnedCounter::new(),
-            allocs: OwnedCounter::new(),
-            frees: OwnedCounter::new(),
-            free_bytes: OwnedCounter::new(),
-            seq: AtomicU64::new(0),
-            filter_top: AtomicUsize::new(FILTER_NONE),
-        }
+        fresh_thread_counters!()
     }
 
     /// Subtracts `size` from the countdown and returns the new value (signed).
@@ -721,7 +721,7 @@ mod tests {
 
 #[cfg(all(test, loom))]
 mod loom_tests {
-    extern crate std;
+    // `std` comes from the crate root's `#[cfg(loom)] extern crate std`.
     use super::*;
     use loom::sync::Arc;
 
