@@ -49,11 +49,13 @@ echo "| variant | instructions/op | vs inner | ratio |"
 echo "|---|---:|---:|---:|"
 base=$(ir system "$PAIRS"); echo "| System (pairs) | $(fmt "$base") | | |"; sys_base=$base
 row "CountdownOnly<System>" floor-system "$base" "$PAIRS"
+row "CountdownFreeTest<System>" free-test-system "$base" "$PAIRS"
 row "SampledAlloc<System>" sampled-system "$base" "$PAIRS"
 STOP_SAMPLING=1 row "SampledAlloc<System>, sampling stopped" sampled-system "$base" "$PAIRS" .stopped
 CONTEXT=1 row "SampledAlloc<System>, trace context set" sampled-system "$base" "$PAIRS" .ctx
 base=$(ir jemalloc "$PAIRS"); echo "| Jemalloc (pairs) | $(fmt "$base") | | |"; je_base=$base
 row "CountdownOnly<Jemalloc>" floor-jemalloc "$base" "$PAIRS"
+row "CountdownFreeTest<Jemalloc>" free-test-jemalloc "$base" "$PAIRS"
 row "SampledAlloc<Jemalloc>" sampled-jemalloc "$base" "$PAIRS"
 STOP_SAMPLING=1 row "SampledAlloc<Jemalloc>, sampling stopped" sampled-jemalloc "$base" "$PAIRS" .stopped
 CONTEXT=1 row "SampledAlloc<Jemalloc>, trace context set" sampled-jemalloc "$base" "$PAIRS" .ctx

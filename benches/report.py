@@ -121,6 +121,7 @@ BUDGETS.update({(g, v + CTX): b for (g, v), b in list(BUDGETS.items())})
 ORDER = [
     "System",
     "CountdownOnly<System>",
+    "CountdownFreeTest<System>",
     "AtomicCounting<System>",
     "SampledAlloc<System>",
     "SampledAlloc<System>+ctx",
@@ -128,6 +129,7 @@ ORDER = [
     "dhat",
     "Jemalloc",
     "CountdownOnly<Jemalloc>",
+    "CountdownFreeTest<Jemalloc>",
     "AtomicCounting<Jemalloc>",
     "SampledAlloc<Jemalloc>",
     "SampledAlloc<Jemalloc>+ctx",
@@ -298,12 +300,14 @@ def heap_table(results: list[Result], inter: dict[str, dict], verdicts: list[str
 # processes (two builds of jemalloc) and say so.
 PEERS = [
     ("countdown only (the floor)", "CountdownOnly<System>", "", "System", ""),
+    ("countdown + free test (the floor with a free test)", "CountdownFreeTest<System>", "", "System", ""),
     ("one shared atomic per op", "AtomicCounting<System>", "", "System", ""),
     ("**lowprof**", "SampledAlloc<System>", "", "System", ""),
     ("**lowprof**, trace context set", "SampledAlloc<System>+ctx", "", "System", ""),
     ("dhat, no profiler running", "dhat-idle", "_dhat", "System", "_dhat"),
     ("dhat", "dhat", "_dhat", "System", "_dhat"),
     ("countdown only (the floor)", "CountdownOnly<Jemalloc>", "", "Jemalloc", ""),
+    ("countdown + free test (the floor with a free test)", "CountdownFreeTest<Jemalloc>", "", "Jemalloc", ""),
     ("one shared atomic per op", "AtomicCounting<Jemalloc>", "", "Jemalloc", ""),
     ("**lowprof**", "SampledAlloc<Jemalloc>", "", "Jemalloc", ""),
     ("**lowprof**, trace context set", "SampledAlloc<Jemalloc>+ctx", "", "Jemalloc", ""),

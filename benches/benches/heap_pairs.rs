@@ -3,9 +3,12 @@
 //! global allocator stays the default), so that every variant runs in the
 //! same process and machine noise largely cancels in the ratios:
 //!
-//! - `System` vs `CountdownOnly<System>` (the floor) vs `AtomicCounting<System>`
-//!   (one shared atomic per op, the reference) vs `SampledAlloc<System>`
-//! - the same four over `Jemalloc`
+//! - `System` vs `CountdownOnly<System>` (the floor) vs
+//!   `CountdownFreeTest<System>` (the floor plus lowprof's free test: the
+//!   floor of any wrapper that recognises its own blocks on free) vs
+//!   `AtomicCounting<System>` (one shared atomic per op, the reference) vs
+//!   `SampledAlloc<System>`
+//! - the same five over `Jemalloc`
 //! - `SampledAlloc<System>+ctx`, `SampledAlloc<Jemalloc>+ctx`: the same
 //!   wrapper with a trace context (`lowprof::trace::set_context`) set on
 //!   every benchmarking thread for the whole batch, right after the run
@@ -30,28 +33,34 @@ use criterion::Criterion;
 use lowprof_alloc::SampledAlloc;
 use lowprof_benches::cpu::{Args, write_result};
 use lowprof_benches::interleave::{Variant, interleave, report};
-use lowprof_benches::{AtomicCounting, CountdownOnly, PairLoop, Pool, TimedPairs, WithContext};
+use lowprof_benches::{
+    AtomicCounting, CountdownFreeTest, CountdownOnly, PairLoop, Pool, TimedPairs, WithContext,
+};
 use tikv_jemallocator::Jemalloc;
 
 static SYS: System = System;
 static SYS_FLOOR: CountdownOnly<System> = CountdownOnly::new(System);
+static SYS_FREE_TEST: CountdownFreeTest<System> = CountdownFreeTest::new(System);
 static SYS_ATOMIC: AtomicCounting<System> = AtomicCounting::new(System);
 static SYS_SAMPLED: SampledAlloc<System> = SampledAlloc::new(System);
 static JE: Jemalloc = Jemalloc;
 static JE_FLOOR: CountdownOnly<Jemalloc> = CountdownOnly::new(Jemalloc);
+static JE_FREE_TEST: CountdownFreeTest<Jemalloc> = CountdownFreeTest::new(Jemalloc);
 static JE_ATOMIC: AtomicCounting<Jemalloc> = AtomicCounting::new(Jemalloc);
 static JE_SAMPLED: SampledAlloc<Jemalloc> = SampledAlloc::new(Jemalloc);
 
 /// Benchmark ids, in the order they run (each wrapper right after its
 /// inner allocator). `report.py` relies on these names.
-const VARIANTS: [&str; 10] = [
+const VARIANTS: [&str; 12] = [
     "System",
     "CountdownOnly<System>",
+    "CountdownFreeTest<System>",
     "AtomicCounting<System>",
     "SampledAlloc<System>",
     "SampledAlloc<System>+ctx",
     "Jemalloc",
     "CountdownOnly<Jemalloc>",
+    "CountdownFreeTest<Jemalloc>",
     "AtomicCounting<Jemalloc>",
     "SampledAlloc<Jemalloc>",
     "SampledAlloc<Jemalloc>+ctx",
@@ -62,11 +71,13 @@ fn loops() -> Vec<Box<dyn TimedPairs>> {
     vec![
         Box::new(PairLoop::new(&SYS)),
         Box::new(PairLoop::new(&SYS_FLOOR)),
+        Box::new(PairLoop::new(&SYS_FREE_TEST)),
         Box::new(PairLoop::new(&SYS_ATOMIC)),
         Box::new(PairLoop::new(&SYS_SAMPLED)),
         Box::new(WithContext(PairLoop::new(&SYS_SAMPLED))),
         Box::new(PairLoop::new(&JE)),
         Box::new(PairLoop::new(&JE_FLOOR)),
+        Box::new(PairLoop::new(&JE_FREE_TEST)),
         Box::new(PairLoop::new(&JE_ATOMIC)),
         Box::new(PairLoop::new(&JE_SAMPLED)),
         Box::new(WithContext(PairLoop::new(&JE_SAMPLED))),

@@ -32,7 +32,7 @@ use std::alloc::{GlobalAlloc, System};
 
 use lowprof_alloc::SampledAlloc;
 use lowprof_benches::switch::{self, MODE_ATOMIC, MODE_FLOOR, MODE_SAMPLED, MODE_SYSTEM, Switch};
-use lowprof_benches::{AtomicCounting, CHUNK, CountdownOnly, Drainer, PairLoop};
+use lowprof_benches::{AtomicCounting, CHUNK, CountdownFreeTest, CountdownOnly, Drainer, PairLoop};
 use tikv_jemallocator::Jemalloc;
 
 /// As in `heap_jemalloc_prof`: jemalloc's profiler set up but inactive
@@ -51,10 +51,12 @@ static GLOBAL: Switch = Switch::new(System);
 
 static SYS: System = System;
 static SYS_FLOOR: CountdownOnly<System> = CountdownOnly::new(System);
+static SYS_FREE_TEST: CountdownFreeTest<System> = CountdownFreeTest::new(System);
 static SYS_ATOMIC: AtomicCounting<System> = AtomicCounting::new(System);
 static SYS_SAMPLED: SampledAlloc<System> = SampledAlloc::new(System);
 static JE: Jemalloc = Jemalloc;
 static JE_FLOOR: CountdownOnly<Jemalloc> = CountdownOnly::new(Jemalloc);
+static JE_FREE_TEST: CountdownFreeTest<Jemalloc> = CountdownFreeTest::new(Jemalloc);
 static JE_ATOMIC: AtomicCounting<Jemalloc> = AtomicCounting::new(Jemalloc);
 static JE_SAMPLED: SampledAlloc<Jemalloc> = SampledAlloc::new(Jemalloc);
 static DHAT: dhat::Alloc = dhat::Alloc;
@@ -151,10 +153,12 @@ fn main() {
     match variant.as_str() {
         "system" => go(&SYS, pairs),
         "floor-system" => go(&SYS_FLOOR, pairs),
+        "free-test-system" => go(&SYS_FREE_TEST, pairs),
         "atomic-system" => go(&SYS_ATOMIC, pairs),
         "sampled-system" => go(&SYS_SAMPLED, pairs),
         "jemalloc" => go(&JE, pairs),
         "floor-jemalloc" => go(&JE_FLOOR, pairs),
+        "free-test-jemalloc" => go(&JE_FREE_TEST, pairs),
         "atomic-jemalloc" => go(&JE_ATOMIC, pairs),
         "sampled-jemalloc" => go(&JE_SAMPLED, pairs),
         "dhat-idle" => go(&DHAT, pairs),
@@ -174,8 +178,9 @@ fn main() {
         "realistic-sampled" => realistic(MODE_SAMPLED, pairs),
         _ => {
             eprintln!(
-                "usage: pairs_callgrind VARIANT [OPS]\n  VARIANT: system, floor-system, atomic-system, sampled-system, \
-                 jemalloc, floor-jemalloc, atomic-jemalloc, sampled-jemalloc, dhat-idle, dhat, jeprof \
+                "usage: pairs_callgrind VARIANT [OPS]\n  VARIANT: system, floor-system, free-test-system, atomic-system, \
+                 sampled-system, jemalloc, floor-jemalloc, free-test-jemalloc, atomic-jemalloc, sampled-jemalloc, \
+                 dhat-idle, dhat, jeprof \
                  (`--features jemalloc-prof` builds only) (OPS = pairs, default 1000000)\n  \
                  or realistic-system, realistic-floor, realistic-atomic, realistic-sampled (OPS = map builds)"
             );

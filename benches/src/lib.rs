@@ -190,6 +190,98 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for CountdownOnly<A> {
     }
 }
 
+std::thread_local! {
+    /// [`CountdownFreeTest`]'s copy of a window top, as lowprof keeps its
+    /// region's: [`FILTER_NONE`](lowprof_core::live::FILTER_NONE), which no
+    /// user pointer matches.
+    static FLOOR_WINDOW_TOP: Cell<usize> = const { Cell::new(lowprof_core::live::FILTER_NONE) };
+}
+
+/// The cost floor of any byte-countdown sampler that must also recognise
+/// its own sampled blocks when they are freed, without the inner
+/// allocator's help: [`CountdownOnly`], plus on every free lowprof's test
+/// (`(top - ptr) >> 37 == 0` against a thread-local `top`,
+/// [`lowprof_core::live::in_filter_window`]) and a branch to a cold path
+/// that is never taken. No counting, no registration, no size limit: what
+/// lowprof adds beyond this is its exact totals and its thread bookkeeping.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CountdownFreeTest<A> {
+    inner: A,
+}
+
+impl<A> CountdownFreeTest<A> {
+    /// Wraps `inner`.
+    pub const fn new(inner: A) -> Self {
+        Self { inner }
+    }
+}
+
+#[inline(always)]
+fn countdown_and_window(size: usize) {
+    let _ = FLOOR_COUNTDOWN.try_with(|c| {
+        let left = c.get().wrapping_sub(size as isize);
+        c.set(left);
+        if left < 0 {
+            rearm_and_reread_window(c);
+        }
+    });
+}
+
+/// The floor's slow path: re-arms the countdown and re-reads the window, as
+/// a sampler's slow path would (and so the window is a value LLVM cannot
+/// fold into a constant).
+#[cold]
+#[inline(never)]
+fn rearm_and_reread_window(c: &Cell<isize>) {
+    c.set(INTERVAL as isize);
+    let _ = FLOOR_WINDOW_TOP.try_with(|t| t.set(black_box(lowprof_core::live::FILTER_NONE)));
+}
+
+/// The never-taken branch of [`CountdownFreeTest`]'s free: a sampled block
+/// would be handled here.
+#[cold]
+#[inline(never)]
+unsafe fn floor_free_in_window<A: GlobalAlloc>(inner: &A, ptr: *mut u8, layout: Layout) {
+    // SAFETY: forwarded contract; the inner allocator made every block.
+    unsafe { inner.dealloc(ptr, layout) }
+}
+
+// SAFETY: every method forwards to the inner allocator with the caller's
+// arguments; the countdown and the window test neither allocate nor unwind.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for CountdownFreeTest<A> {
+    #[inline(always)]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        countdown_and_window(layout.size());
+        // SAFETY: forwarded contract.
+        unsafe { self.inner.alloc(layout) }
+    }
+
+    #[inline(always)]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        countdown_and_window(layout.size());
+        // SAFETY: forwarded contract.
+        unsafe { self.inner.alloc_zeroed(layout) }
+    }
+
+    #[inline(always)]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let top = FLOOR_WINDOW_TOP.try_with(Cell::get).unwrap_or(lowprof_core::live::FILTER_NONE);
+        if lowprof_core::live::in_filter_window(top, ptr as usize) {
+            // SAFETY: forwarded contract.
+            return unsafe { floor_free_in_window(&self.inner, ptr, layout) };
+        }
+        // SAFETY: forwarded contract; the inner allocator made every block.
+        unsafe { self.inner.dealloc(ptr, layout) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        countdown_and_window(new_size);
+        // SAFETY: forwarded contract.
+        unsafe { self.inner.realloc(ptr, layout, new_size) }
+    }
+}
+
 /// A shared counter on its own cache line, so that the only sharing
 /// [`AtomicCounting`] measures is between the threads that allocate, not
 /// with whatever static the linker put next to it.
