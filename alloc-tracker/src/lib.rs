@@ -89,7 +89,7 @@ mod thread;
 mod thread;
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{Ordering, compiler_fence};
 
 #[cfg(feature = "std")]
 pub use control::after_fork_in_child;
@@ -103,7 +103,7 @@ pub use lowprof_core::live::SampledBlock;
 pub use lowprof_core::poisson::{DEFAULT_MEAN_BYTES, MAX_MEAN_BYTES, MIN_MEAN_BYTES};
 pub use lowprof_core::registry::Totals;
 
-use state::{DECLARED_MEAN, HUGE, HUGE_MIN, INSTALLED, REGION};
+use state::{DECLARED_MEAN, INSTALLED};
 
 /// A [`GlobalAlloc`] that samples the allocations of an inner allocator.
 ///
@@ -179,7 +179,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SampledAlloc<A> {
             return unsafe { self.inner.alloc(layout) };
         }
         // SAFETY: as `alloc`.
-        unsafe { slow::alloc_slow(self, layout, false) }
+        unsafe { slow::alloc_slow(layout.size(), layout.align(), self, false) }
     }
 
     #[inline(always)]
@@ -189,45 +189,59 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SampledAlloc<A> {
             return unsafe { self.inner.alloc_zeroed(layout) };
         }
         // SAFETY: as `alloc_zeroed`.
-        unsafe { slow::alloc_slow(self, layout, true) }
+        unsafe { slow::alloc_slow(layout.size(), layout.align(), self, true) }
     }
 
     #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // Two branches to two functions: joined by `||` (or calling one
         // function), LLVM computed both tests and merged them with `setcc`,
-        // three instructions more.
+        // three instructions more. Both take `__rust_dealloc`'s arguments in
+        // its order, so no register moves before the tests.
         if thread::maybe_sampled(ptr as usize) {
             // SAFETY: forwarded contract.
-            return unsafe { slow::dealloc_in_window(self, ptr, layout) };
+            return unsafe { slow::dealloc_in_window(ptr, layout.size(), layout.align(), self) };
         }
         if layout.size() > thread::free_limit() {
             // SAFETY: forwarded contract.
-            return unsafe { slow::dealloc_cold(self, ptr, layout) };
+            unsafe { slow::dealloc_cold(ptr, layout.size(), layout.align(), self) };
+            // Not a tail call: with frame pointers on, a function whose
+            // every exit is a tail call sets up its frame on entry; one real
+            // call lets LLVM set it up in this branch alone, so the free
+            // fast path of a non-inlined `__rust_dealloc` has no frame to
+            // push and pop (three instructions per free). A compiler fence
+            // emits nothing.
+            compiler_fence(Ordering::SeqCst);
+            return;
         }
         thread::count_free(layout.size());
         // SAFETY: not a sampled block, so the inner allocator made it.
         unsafe { self.inner.dealloc(ptr, layout) }
     }
 
+    /// The free's two tests first (a block they flag goes to
+    /// `realloc_cold`, which decides exactly), then the allocation's
+    /// countdown.
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if REGION.contains(ptr as usize)
-            || (layout.size() > HUGE_MIN && HUGE.contains(ptr as usize))
-        {
+        let (size, align) = (layout.size(), layout.align());
+        if thread::maybe_sampled(ptr as usize) {
             // SAFETY: forwarded contract.
-            return unsafe { slow::realloc_move(self, ptr, layout, new_size) };
+            return unsafe { slow::realloc_cold(ptr, size, align, new_size, self) };
+        }
+        if size > thread::free_limit() {
+            // SAFETY: forwarded contract.
+            let new = unsafe { slow::realloc_cold(ptr, size, align, new_size, self) };
+            // See `dealloc`: keeps the frame in this branch.
+            compiler_fence(Ordering::SeqCst);
+            return new;
         }
         if thread::on_alloc(new_size) {
-            if layout.size() > thread::free_limit() {
-                thread::count_free_cold(layout.size());
-            } else {
-                thread::count_free(layout.size());
-            }
+            thread::count_free(size);
             // SAFETY: unsampled, so the inner allocator made it.
             return unsafe { self.inner.realloc(ptr, layout, new_size) };
         }
         // SAFETY: forwarded contract.
-        unsafe { slow::realloc_fired(self, ptr, layout, new_size) }
+        unsafe { slow::realloc_fired(ptr, size, align, new_size, self) }
     }
 }

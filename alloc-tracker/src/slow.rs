@@ -36,18 +36,23 @@ use crate::thread::{self, Decision};
 /// sampled block reuses them first.
 const RELEASE_MIN_BYTES: usize = 64 * 1024;
 
-/// An allocation whose countdown crossed zero.
+/// An allocation whose countdown crossed zero. Arguments in
+/// `__rust_alloc`'s order, the allocator after them (see [`dealloc_cold`]).
 ///
 /// # Safety
 ///
-/// As `GlobalAlloc::alloc`: `layout` has a non-zero size.
+/// As `GlobalAlloc::alloc`, with `size` and `align` those of its layout
+/// (so `size` is non-zero).
 #[cold]
 #[inline(never)]
 pub(crate) unsafe fn alloc_slow<A: GlobalAlloc>(
+    size: usize,
+    align: usize,
     this: &SampledAlloc<A>,
-    layout: Layout,
     zeroed: bool,
 ) -> *mut u8 {
+    // SAFETY: `size` and `align` are those of the caller's layout.
+    let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
     // This function's own frame record: the walk starts at its caller.
     let fp = unwind::current_frame_pointer();
     COUNTS.slow_visits.add(1);
@@ -68,18 +73,23 @@ pub(crate) unsafe fn alloc_slow<A: GlobalAlloc>(
 /// A free of a block in the filter's window: sampled, or rarely a
 /// neighbour of the region.
 ///
+/// The arguments come in the order `__rust_dealloc` receives them (pointer,
+/// size, alignment), the allocator last, so the fast path jumps here with
+/// no register moved (see [`dealloc_cold`]).
+///
 /// # Safety
 ///
-/// As `GlobalAlloc::dealloc`.
+/// As `GlobalAlloc::dealloc`, with `size` and `align` those of its layout.
 #[cold]
 #[inline(never)]
 pub(crate) unsafe fn dealloc_in_window<A: GlobalAlloc>(
-    this: &SampledAlloc<A>,
     ptr: *mut u8,
-    layout: Layout,
+    size: usize,
+    align: usize,
+    this: &SampledAlloc<A>,
 ) {
     // SAFETY: forwarded contract.
-    unsafe { dealloc_cold(this, ptr, layout) }
+    unsafe { dealloc_cold(ptr, size, align, this) }
 }
 
 /// Every free the fast path does not finish: a block in the filter's
@@ -87,16 +97,25 @@ pub(crate) unsafe fn dealloc_in_window<A: GlobalAlloc>(
 /// possibly huge sampled block, a free after its exit hook; a new thread's
 /// free of a sampled block). Decides with the exact tests.
 ///
+/// Takes the layout as its size and alignment, in `__rust_dealloc`'s
+/// order, and the allocator last: passed as `(this, ptr, layout)`, the
+/// non-inlined `__rust_dealloc` moved the pointer and the size into other
+/// registers before its tests and back before calling `free` (three
+/// `mov`s per free).
+///
 /// # Safety
 ///
-/// As `GlobalAlloc::dealloc`.
+/// As `GlobalAlloc::dealloc`, with `size` and `align` those of its layout.
 #[cold]
 #[inline(never)]
 pub(crate) unsafe fn dealloc_cold<A: GlobalAlloc>(
-    this: &SampledAlloc<A>,
     ptr: *mut u8,
-    layout: Layout,
+    size: usize,
+    align: usize,
+    this: &SampledAlloc<A>,
 ) {
+    // SAFETY: `size` and `align` are those of the caller's layout.
+    let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
     // SAFETY: forwarded contract, with the exact test.
     unsafe {
         if REGION.contains(ptr as usize) {
@@ -159,6 +178,40 @@ unsafe fn dealloc_outside_region<A: GlobalAlloc>(
     unsafe { this.inner.dealloc(ptr, layout) };
 }
 
+/// realloc of a block the fast path's free tests flagged: in the filter's
+/// window, or larger than the thread's free limit. Decides exactly, as
+/// [`dealloc_cold`] does: a sampled block moves ([`realloc_move`]); any
+/// other is forwarded, its free counted on the cold path (which registers a
+/// new thread, or counts into the retired totals after the exit hook).
+/// Arguments in `__rust_realloc`'s order, the allocator last.
+///
+/// # Safety
+///
+/// As `GlobalAlloc::realloc`, with `size` and `align` those of its layout.
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn realloc_cold<A: GlobalAlloc>(
+    ptr: *mut u8,
+    size: usize,
+    align: usize,
+    new_size: usize,
+    this: &SampledAlloc<A>,
+) -> *mut u8 {
+    // SAFETY: `size` and `align` are those of the caller's layout.
+    let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
+    if REGION.contains(ptr as usize) || (size > HUGE_MIN && HUGE.contains(ptr as usize)) {
+        // SAFETY: forwarded contract.
+        return unsafe { realloc_move(this, ptr, layout, new_size) };
+    }
+    if thread::on_alloc(new_size) {
+        thread::count_free_cold(size);
+        // SAFETY: unsampled, so the inner allocator made it.
+        return unsafe { this.inner.realloc(ptr, layout, new_size) };
+    }
+    // SAFETY: forwarded contract.
+    unsafe { realloc_fired(ptr, size, align, new_size, this) }
+}
+
 /// realloc of a sampled block: a new allocation (sampled or not, on its own
 /// draw), a copy, and the end of the old sample.
 ///
@@ -189,19 +242,23 @@ pub(crate) unsafe fn realloc_move<A: GlobalAlloc>(
 
 /// realloc of an unsampled block whose countdown crossed zero: if the new
 /// size is sampled, move it into a sampled block; otherwise forward to the
-/// inner realloc (keeping in-place growth).
+/// inner realloc (keeping in-place growth). Arguments in `__rust_realloc`'s
+/// order, the allocator last (see [`dealloc_cold`]).
 ///
 /// # Safety
 ///
-/// As `GlobalAlloc::realloc`.
+/// As `GlobalAlloc::realloc`, with `size` and `align` those of its layout.
 #[cold]
 #[inline(never)]
 pub(crate) unsafe fn realloc_fired<A: GlobalAlloc>(
-    this: &SampledAlloc<A>,
     ptr: *mut u8,
-    layout: Layout,
+    size: usize,
+    align: usize,
     new_size: usize,
+    this: &SampledAlloc<A>,
 ) -> *mut u8 {
+    // SAFETY: `size` and `align` are those of the caller's layout.
+    let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
     let fp = unwind::current_frame_pointer();
     COUNTS.slow_visits.add(1);
     match thread::visit(new_size, crate::control::enabled(), this.draw_mean()) {
