@@ -51,7 +51,8 @@ pub(crate) unsafe fn alloc_slow<A: GlobalAlloc>(
     this: &SampledAlloc<A>,
     zeroed: bool,
 ) -> *mut u8 {
-    // SAFETY: `size` and `align` are those of the caller's layout.
+    // SAFETY: `size` and `align` are the caller's `Layout`'s, so `align` is a
+    // power of two and `size` rounded up to it does not exceed `isize::MAX`.
     let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
     // This function's own frame record: the walk starts at its caller.
     let fp = unwind::current_frame_pointer();
@@ -114,7 +115,8 @@ pub(crate) unsafe fn dealloc_cold<A: GlobalAlloc>(
     align: usize,
     this: &SampledAlloc<A>,
 ) {
-    // SAFETY: `size` and `align` are those of the caller's layout.
+    // SAFETY: `size` and `align` are the caller's `Layout`'s, so `align` is a
+    // power of two and `size` rounded up to it does not exceed `isize::MAX`.
     let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
     // SAFETY: forwarded contract, with the exact test.
     unsafe {
@@ -182,8 +184,14 @@ unsafe fn dealloc_outside_region<A: GlobalAlloc>(
 /// window, or larger than the thread's free limit. Decides exactly, as
 /// [`dealloc_cold`] does: a sampled block moves ([`realloc_move`]); any
 /// other is forwarded, its free counted on the cold path (which registers a
-/// new thread, or counts into the retired totals after the exit hook).
-/// Arguments in `__rust_realloc`'s order, the allocator last.
+/// new thread, or counts into the retired totals after the exit hook), and
+/// its new size drawn as usual (possibly sampled, through
+/// [`realloc_fired`]). Arguments in `__rust_realloc`'s order, the allocator
+/// last, like the other cold paths (for `realloc`, LLVM still moves
+/// registers for the inner allocator's own fallback path). Reached by a
+/// real call from the size-limit branch, so a sample taken here has the
+/// `__rust_realloc` frame on its stack, which the exporter trims with the
+/// other allocator frames.
 ///
 /// # Safety
 ///
@@ -197,7 +205,8 @@ pub(crate) unsafe fn realloc_cold<A: GlobalAlloc>(
     new_size: usize,
     this: &SampledAlloc<A>,
 ) -> *mut u8 {
-    // SAFETY: `size` and `align` are those of the caller's layout.
+    // SAFETY: `size` and `align` are the caller's `Layout`'s, so `align` is a
+    // power of two and `size` rounded up to it does not exceed `isize::MAX`.
     let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
     if REGION.contains(ptr as usize) || (size > HUGE_MIN && HUGE.contains(ptr as usize)) {
         // SAFETY: forwarded contract.
@@ -243,7 +252,8 @@ pub(crate) unsafe fn realloc_move<A: GlobalAlloc>(
 /// realloc of an unsampled block whose countdown crossed zero: if the new
 /// size is sampled, move it into a sampled block; otherwise forward to the
 /// inner realloc (keeping in-place growth). Arguments in `__rust_realloc`'s
-/// order, the allocator last (see [`dealloc_cold`]).
+/// order, the allocator last, like the other cold paths (see
+/// [`dealloc_cold`]).
 ///
 /// # Safety
 ///
@@ -257,7 +267,8 @@ pub(crate) unsafe fn realloc_fired<A: GlobalAlloc>(
     new_size: usize,
     this: &SampledAlloc<A>,
 ) -> *mut u8 {
-    // SAFETY: `size` and `align` are those of the caller's layout.
+    // SAFETY: `size` and `align` are the caller's `Layout`'s, so `align` is a
+    // power of two and `size` rounded up to it does not exceed `isize::MAX`.
     let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
     let fp = unwind::current_frame_pointer();
     COUNTS.slow_visits.add(1);

@@ -202,8 +202,10 @@ std::thread_local! {
 /// allocator's help: [`CountdownOnly`], plus on every free lowprof's test
 /// (`(top - ptr) >> 37 == 0` against a thread-local `top`,
 /// [`lowprof_core::live::in_filter_window`]) and a branch to a cold path
-/// that is never taken. No counting, no registration, no size limit: what
-/// lowprof adds beyond this is its exact totals and its thread bookkeeping.
+/// that is never taken (also on realloc, as lowprof's). No counting, no
+/// registration, no size limit: what lowprof adds beyond this is its exact
+/// totals and its thread bookkeeping. A 64-bit floor: on 32-bit targets the
+/// window is half of memory and lowprof uses an exact range test instead.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CountdownFreeTest<A> {
     inner: A,
@@ -246,6 +248,20 @@ unsafe fn floor_free_in_window<A: GlobalAlloc>(inner: &A, ptr: *mut u8, layout: 
     unsafe { inner.dealloc(ptr, layout) }
 }
 
+/// The never-taken branch of [`CountdownFreeTest`]'s realloc: a sampled
+/// block would move here.
+#[cold]
+#[inline(never)]
+unsafe fn floor_realloc_in_window<A: GlobalAlloc>(
+    inner: &A,
+    ptr: *mut u8,
+    layout: Layout,
+    new_size: usize,
+) -> *mut u8 {
+    // SAFETY: forwarded contract; the inner allocator made every block.
+    unsafe { inner.realloc(ptr, layout, new_size) }
+}
+
 // SAFETY: every method forwards to the inner allocator with the caller's
 // arguments; the countdown and the window test neither allocate nor unwind.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for CountdownFreeTest<A> {
@@ -276,6 +292,11 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for CountdownFreeTest<A> {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let top = FLOOR_WINDOW_TOP.try_with(Cell::get).unwrap_or(lowprof_core::live::FILTER_NONE);
+        if lowprof_core::live::in_filter_window(top, ptr as usize) {
+            // SAFETY: forwarded contract.
+            return unsafe { floor_realloc_in_window(&self.inner, ptr, layout, new_size) };
+        }
         countdown_and_window(new_size);
         // SAFETY: forwarded contract.
         unsafe { self.inner.realloc(ptr, layout, new_size) }
