@@ -5,7 +5,7 @@
 //!
 //! - `System` vs `CountdownOnly<System>` (the floor) vs
 //!   `CountdownFreeTest<System>` (the floor plus lowprof's free test: the
-//!   floor of any wrapper that recognises its own blocks on free) vs
+//!   floor of a wrapper that recognises its own blocks on free that way) vs
 //!   `AtomicCounting<System>` (one shared atomic per op, the reference) vs
 //!   `SampledAlloc<System>`
 //! - the same five over `Jemalloc`

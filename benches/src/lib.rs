@@ -197,9 +197,9 @@ std::thread_local! {
     static FLOOR_WINDOW_TOP: Cell<usize> = const { Cell::new(lowprof_core::live::FILTER_NONE) };
 }
 
-/// The cost floor of any byte-countdown sampler that must also recognise
-/// its own sampled blocks when they are freed, without the inner
-/// allocator's help: [`CountdownOnly`], plus on every free lowprof's test
+/// The cost floor of a byte-countdown sampler that must also recognise its
+/// own sampled blocks when they are freed, without the inner allocator's
+/// help, and does so with lowprof's test: [`CountdownOnly`], plus on every free lowprof's test
 /// (`(top - ptr) >> 37 == 0` against a thread-local `top`,
 /// [`lowprof_core::live::in_filter_window`]) and a branch to a cold path
 /// that is never taken (also on realloc, as lowprof's). No counting, no
