@@ -36,6 +36,22 @@ use crate::thread::{self, Decision};
 /// sampled block reuses them first.
 const RELEASE_MIN_BYTES: usize = 64 * 1024;
 
+/// The caller's `Layout` again, from the size and alignment the cold paths
+/// take in its place (so that the fast paths pass `__rust_alloc`'s
+/// arguments on in their own registers; see [`dealloc_cold`]).
+///
+/// # Safety
+///
+/// `size` and `align` are `layout.size()` and `layout.align()` of one valid
+/// `Layout`.
+#[inline(always)]
+unsafe fn caller_layout(size: usize, align: usize) -> Layout {
+    // SAFETY: taken apart from a valid `Layout` (the caller's contract), so
+    // `align` is a power of two and `size` rounded up to it does not exceed
+    // `isize::MAX`.
+    unsafe { Layout::from_size_align_unchecked(size, align) }
+}
+
 /// An allocation whose countdown crossed zero. Arguments in
 /// `__rust_alloc`'s order, the allocator after them (see [`dealloc_cold`]).
 ///
@@ -51,9 +67,8 @@ pub(crate) unsafe fn alloc_slow<A: GlobalAlloc>(
     this: &SampledAlloc<A>,
     zeroed: bool,
 ) -> *mut u8 {
-    // SAFETY: `size` and `align` are the caller's `Layout`'s, so `align` is a
-    // power of two and `size` rounded up to it does not exceed `isize::MAX`.
-    let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
+    // SAFETY: the callers pass the parts of a `Layout`.
+    let layout = unsafe { caller_layout(size, align) };
     // This function's own frame record: the walk starts at its caller.
     let fp = unwind::current_frame_pointer();
     COUNTS.slow_visits.add(1);
@@ -115,9 +130,8 @@ pub(crate) unsafe fn dealloc_cold<A: GlobalAlloc>(
     align: usize,
     this: &SampledAlloc<A>,
 ) {
-    // SAFETY: `size` and `align` are the caller's `Layout`'s, so `align` is a
-    // power of two and `size` rounded up to it does not exceed `isize::MAX`.
-    let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
+    // SAFETY: the callers pass the parts of a `Layout`.
+    let layout = unsafe { caller_layout(size, align) };
     // SAFETY: forwarded contract, with the exact test.
     unsafe {
         if REGION.contains(ptr as usize) {
@@ -205,9 +219,8 @@ pub(crate) unsafe fn realloc_cold<A: GlobalAlloc>(
     new_size: usize,
     this: &SampledAlloc<A>,
 ) -> *mut u8 {
-    // SAFETY: `size` and `align` are the caller's `Layout`'s, so `align` is a
-    // power of two and `size` rounded up to it does not exceed `isize::MAX`.
-    let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
+    // SAFETY: the callers pass the parts of a `Layout`.
+    let layout = unsafe { caller_layout(size, align) };
     if REGION.contains(ptr as usize) || (size > HUGE_MIN && HUGE.contains(ptr as usize)) {
         // SAFETY: forwarded contract.
         return unsafe { realloc_move(this, ptr, layout, new_size) };
@@ -267,9 +280,8 @@ pub(crate) unsafe fn realloc_fired<A: GlobalAlloc>(
     new_size: usize,
     this: &SampledAlloc<A>,
 ) -> *mut u8 {
-    // SAFETY: `size` and `align` are the caller's `Layout`'s, so `align` is a
-    // power of two and `size` rounded up to it does not exceed `isize::MAX`.
-    let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
+    // SAFETY: the callers pass the parts of a `Layout`.
+    let layout = unsafe { caller_layout(size, align) };
     let fp = unwind::current_frame_pointer();
     COUNTS.slow_visits.add(1);
     match thread::visit(new_size, crate::control::enabled(), this.draw_mean()) {
